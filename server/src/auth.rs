@@ -1,0 +1,103 @@
+//! Sign-in, sign-out and "who am I", plus the extractors that guard every other route.
+
+mod client_addr;
+mod principal;
+mod throttle;
+mod users;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use converge_api::{LoginRequest, Me};
+use tower_sessions::Session;
+
+pub use client_addr::ClientAddr;
+pub use principal::Principal;
+pub use throttle::LoginThrottle;
+pub use users::{User, UserDirectory, hash_password};
+
+use crate::error::{ApiError, Json};
+use crate::state::AppState;
+use principal::{AUTH_KEY, SessionAuth};
+
+/// Longest password accepted; argon2 hashes anything, but a megabyte of it is an attack.
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// `/login`, `/logout` and `/me`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client_addr): ClientAddr,
+    session: Session,
+    Json(request): Json<LoginRequest>,
+) -> Result<Json<Me>, ApiError> {
+    let LoginRequest { username, password } = request;
+    if username.is_empty() || password.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "give both a username and a password".into(),
+        ));
+    }
+    if password.len() > MAX_PASSWORD_BYTES || username.len() > 128 {
+        return Err(ApiError::Unprocessable(format!(
+            "a username is at most 128 bytes and a password at most {MAX_PASSWORD_BYTES}"
+        )));
+    }
+    if let Err(wait) = state.throttle.check(&username, client_addr, Instant::now()) {
+        tracing::warn!(%username, %client_addr, retry_after_s = wait.as_secs(), "sign-in throttled");
+        return Err(ApiError::Throttled {
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        });
+    }
+
+    // Argon2 costs ~20 MiB and tens of milliseconds: a few at a time, off the executor.
+    let permit = state
+        .password_checks
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|err| ApiError::internal("password check queue", err))?;
+    let users = state.users.clone();
+    let name = username.clone();
+    let user = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        users.verify(&name, &password)
+    })
+    .await
+    .map_err(|err| ApiError::internal("password check", err))?;
+
+    let Some(user) = user else {
+        state
+            .throttle
+            .record_failure(&username, client_addr, Instant::now());
+        tracing::warn!(%username, %client_addr, "sign-in refused: wrong username or password");
+        return Err(ApiError::BadCredentials);
+    };
+    state.throttle.record_success(&username);
+    // A new id at sign-in, so that an id planted before it (session fixation) is worthless.
+    session.cycle_id().await?;
+    session
+        .insert(AUTH_KEY, SessionAuth::new(&user, state.clock.now()))
+        .await?;
+    tracing::info!(%username, role = %user.role, %client_addr, "signed in");
+    Ok(Json(user.me()))
+}
+
+async fn logout(principal: Principal) -> Result<StatusCode, ApiError> {
+    // Deletes the row in the store, not just the cookie: a copied cookie dies too.
+    principal.session.flush().await?;
+    tracing::info!(username = %principal.user.username, "signed out");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(principal: Principal) -> Json<Me> {
+    Json(principal.user.me())
+}

@@ -1,0 +1,91 @@
+//! Who is asking: the extractor every protected handler takes.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_sessions::Session;
+
+use super::users::User;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Key of the sign-in record inside the session.
+pub(super) const AUTH_KEY: &str = "auth";
+
+/// How stale `last_seen` may get before a request refreshes it. Refreshing writes the
+/// session row and re-sends the cookie, extending the idle expiry; doing it at most this
+/// often keeps a busy dashboard from writing to the database on every call.
+const TOUCH_AFTER_SECS: i64 = 60;
+
+/// What a session remembers about its sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct SessionAuth {
+    pub(super) username: String,
+    /// The password hash's salt at sign-in (see [`User::credential_tag`]).
+    pub(super) credential_tag: String,
+    /// Unix seconds of the sign-in, for the absolute lifetime.
+    pub(super) signed_in_at: i64,
+    /// Unix seconds of the last refresh of the idle expiry.
+    pub(super) last_seen: i64,
+}
+
+/// A signed-in user. Taking it as a handler argument makes the handler refuse anonymous
+/// callers with 401, and callers whose account or password changed since they signed in.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The account.
+    pub user: Arc<User>,
+    /// The caller's session, to end it on logout.
+    pub session: Session,
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let session = Session::from_request_parts(parts, &state)
+            .await
+            .map_err(|(_, msg)| ApiError::internal("session layer missing", msg))?;
+        let Some(mut auth) = session.get::<SessionAuth>(AUTH_KEY).await? else {
+            return Err(ApiError::Unauthenticated);
+        };
+        let now = state.clock.now().unix_timestamp();
+        let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
+        let user = state
+            .users
+            .get(&auth.username)
+            .filter(|user| user.credential_tag == auth.credential_tag)
+            .filter(|_| now - auth.signed_in_at < max_age_secs)
+            .cloned();
+        let Some(user) = user else {
+            tracing::info!(username = %auth.username, "session ended: account changed or lifetime over");
+            session.flush().await?;
+            return Err(ApiError::SessionEnded);
+        };
+        if now - auth.last_seen >= TOUCH_AFTER_SECS {
+            auth.last_seen = now;
+            session.insert(AUTH_KEY, &auth).await?;
+        }
+        Ok(Self { user, session })
+    }
+}
+
+impl SessionAuth {
+    pub(super) fn new(user: &User, now: OffsetDateTime) -> Self {
+        let now = now.unix_timestamp();
+        Self {
+            username: user.username.clone(),
+            credential_tag: user.credential_tag.clone(),
+            signed_in_at: now,
+            last_seen: now,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Typed configuration: a TOML file, then environment variables and command-line flags
+//! (applied by `main.rs`) on top.
+//!
+//! Every section refuses unknown keys, so a typo is an error naming the key rather than
+//! a setting silently ignored. Defaults are written here, in code.
+
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use converge_api::Role;
+use serde::Deserialize;
+
+pub use validate::ConfigError;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP listener and the dashboard files.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where sessions (and, later, history and audit) are stored.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// Session cookie and lifetimes.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Limits on failed sign-in attempts.
+    #[serde(default)]
+    pub login_throttle: LoginThrottleConfig,
+    /// The accounts that may sign in.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[server]`: the HTTP listener and the dashboard files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port of the HTTP listener, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Folder of the built dashboard (Trunk's `dist/`); relative to the config file.
+    pub dist_dir: PathBuf,
+    /// Take the client address from the last `X-Forwarded-For` entry. Only turn this on
+    /// behind a reverse proxy that sets it; otherwise clients could pick their own address
+    /// and dodge the per-address sign-in throttle.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            dist_dir: PathBuf::from("dist"),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// `[database]`: the SQLite file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Path of the SQLite database file, created if missing; relative to the config file.
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("converge.db"),
+        }
+    }
+}
+
+/// `[session]`: the session cookie and how long a session lasts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// Mark the cookie `Secure` (sent over HTTPS only). Turn on whenever users reach
+    /// Converge over TLS, e.g. through a reverse proxy.
+    pub secure_cookie: bool,
+    /// A session unused for this many minutes ends.
+    pub idle_timeout_minutes: u32,
+    /// A session ends this many hours after sign-in, however active it is.
+    pub absolute_lifetime_hours: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "converge_session".into(),
+            secure_cookie: false,
+            idle_timeout_minutes: 30,
+            absolute_lifetime_hours: 12,
+        }
+    }
+}
+
+/// `[login_throttle]`: failed sign-ins allowed before further attempts are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginThrottleConfig {
+    /// Length of the sliding window in which failures are counted, in seconds.
+    pub window_seconds: u32,
+    /// Failures allowed per username within the window.
+    pub max_failures_per_user: u32,
+    /// Failures allowed per client address within the window (higher: offices share one).
+    pub max_failures_per_address: u32,
+}
+
+impl Default for LoginThrottleConfig {
+    fn default() -> Self {
+        Self {
+            window_seconds: 300,
+            max_failures_per_user: 5,
+            max_failures_per_address: 20,
+        }
+    }
+}
+
+/// `[[users]]`: one account.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The name typed at sign-in; case-sensitive.
+    pub username: String,
+    /// Argon2 PHC string, as printed by `converge hash-password`.
+    pub password_hash: String,
+    /// `admin`, `operator`, `tenant` or `kiosk`.
+    pub role: Role,
+    /// Projects whose VMs a tenant may see; required for tenants, refused for other roles.
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+impl fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("role", &self.role)
+            .field("projects", &self.projects)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file; relative paths in it are taken
+    /// from the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|err| err.in_file(path))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and checks configuration text; relative paths stay as written.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(ConfigError::from_toml)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.server.dist_dir, &mut self.database.path] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}

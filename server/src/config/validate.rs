@@ -1,0 +1,162 @@
+//! Checks that serde cannot express, each error naming the offending field.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use converge_api::Role;
+use password_hash::PasswordHash;
+
+use super::Config;
+
+/// Why a configuration could not be used; the message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("{context}{message}")]
+    Syntax {
+        /// `"in FILE: "` once the file is known.
+        context: String,
+        /// The parser's message, which quotes the offending line and key.
+        message: String,
+    },
+    /// A value of the right type that cannot be used.
+    #[error("{context}{field}: {problem}")]
+    Invalid {
+        /// `"in FILE: "` once the file is known.
+        context: String,
+        /// Dotted path of the field, e.g. `users[2].password_hash`.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    pub(super) fn from_toml(err: toml::de::Error) -> Self {
+        Self::Syntax {
+            context: String::new(),
+            message: err.to_string().trim_end().to_owned(),
+        }
+    }
+
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            context: String::new(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(super) fn in_file(self, path: &Path) -> Self {
+        let context = format!("in {}: ", path.display());
+        match self {
+            Self::Syntax { message, .. } => Self::Syntax { context, message },
+            Self::Invalid { field, problem, .. } => Self::Invalid {
+                context,
+                field,
+                problem,
+            },
+            read @ Self::Read { .. } => read,
+        }
+    }
+}
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let session = &self.session;
+        if session.cookie_name.is_empty()
+            || !session
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::invalid(
+                "session.cookie_name",
+                "use letters, digits, '-' or '_' only",
+            ));
+        }
+        positive("session.idle_timeout_minutes", session.idle_timeout_minutes)?;
+        positive(
+            "session.absolute_lifetime_hours",
+            session.absolute_lifetime_hours,
+        )?;
+        let throttle = &self.login_throttle;
+        positive("login_throttle.window_seconds", throttle.window_seconds)?;
+        positive(
+            "login_throttle.max_failures_per_user",
+            throttle.max_failures_per_user,
+        )?;
+        positive(
+            "login_throttle.max_failures_per_address",
+            throttle.max_failures_per_address,
+        )?;
+        self.validate_users()
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            let field = |name: &str| format!("users[{i}].{name}");
+            let name = user.username.as_str();
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    field("username"),
+                    "give 1 to 128 printable characters",
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::invalid(
+                    field("username"),
+                    format!("\"{name}\" is already used by an earlier user"),
+                ));
+            }
+            let is_argon2 = PasswordHash::new(&user.password_hash)
+                .map(|hash| hash.algorithm.as_str().starts_with("argon2"))
+                .unwrap_or(false);
+            if !is_argon2 {
+                return Err(ConfigError::invalid(
+                    field("password_hash"),
+                    "not an argon2 PHC string; make one with `converge hash-password`",
+                ));
+            }
+            match (user.role, user.projects.is_empty()) {
+                (Role::Tenant, true) => {
+                    return Err(ConfigError::invalid(
+                        field("projects"),
+                        "a tenant needs at least one project",
+                    ));
+                }
+                (Role::Admin | Role::Operator | Role::Kiosk, false) => {
+                    return Err(ConfigError::invalid(
+                        field("projects"),
+                        format!("only tenants have projects; remove it for a {}", user.role),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(j) = user.projects.iter().position(|p| p.trim().is_empty()) {
+                return Err(ConfigError::invalid(
+                    format!("users[{i}].projects[{j}]"),
+                    "a project name cannot be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(field: &str, value: u32) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(field, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the server: one binary, one module per area.
+
+// Test helpers are `pub` for the sibling modules, not for a public API.
+#![allow(unreachable_pub)]
+
+mod auth_api;
+mod binary;
+mod config_file;
+mod sessions;
+mod static_files;
+mod support;

@@ -1,0 +1,193 @@
+//! A real server state on a temporary SQLite file, driven in-process with `oneshot`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use converge_server::config::Config;
+use converge_server::{AppState, auth};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub const ADMIN_PASSWORD: &str = "admin-pass-1";
+pub const TENANT_PASSWORD: &str = "tenant-pass-1";
+
+/// Hashing is the slow part of a test; every test shares these two.
+pub fn admin_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password(ADMIN_PASSWORD).unwrap())
+}
+
+pub fn tenant_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password(TENANT_PASSWORD).unwrap())
+}
+
+/// A configuration with an admin and a tenant, the database and dist in `dir`.
+pub fn config_text(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+dist_dir = "{dist}"
+
+[database]
+path = "{db}"
+
+[login_throttle]
+window_seconds = 120
+max_failures_per_user = 3
+max_failures_per_address = 6
+{extra}
+[[users]]
+username = "admin"
+password_hash = "{admin}"
+role = "admin"
+
+[[users]]
+username = "tina"
+password_hash = "{tenant}"
+role = "tenant"
+projects = ["blue"]
+"#,
+        dist = dir.join("dist").display(),
+        db = dir.join("converge.db").display(),
+        admin = admin_hash(),
+        tenant = tenant_hash(),
+    )
+}
+
+/// The server's router over a real state, as if every request came from `client`.
+pub struct TestApp {
+    pub state: AppState,
+    /// Keeps the folder (database, dist) alive as long as the app.
+    #[allow(dead_code)]
+    pub dir: Arc<TempDir>,
+    router: Router,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::in_dir(Arc::new(tempfile::tempdir().unwrap()), "").await
+    }
+
+    /// A server on an existing folder (its database survives from an earlier server).
+    pub async fn in_dir(dir: Arc<TempDir>, extra_config: &str) -> Self {
+        let config = Config::parse(&config_text(dir.path(), extra_config)).unwrap();
+        Self::with_config(dir, config).await
+    }
+
+    pub async fn with_config(dir: Arc<TempDir>, config: Config) -> Self {
+        let state = AppState::open(config).await.unwrap();
+        Self::with_state(dir, state)
+    }
+
+    pub fn with_state(dir: Arc<TempDir>, state: AppState) -> Self {
+        let router = converge_server::router(state.clone())
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
+        Self { state, dir, router }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        self.send(request(Method::GET, path, cookie, None)).await
+    }
+
+    pub async fn post(&self, path: &str, cookie: Option<&str>, json: Option<Value>) -> Reply {
+        self.send(request(Method::POST, path, cookie, json)).await
+    }
+
+    /// Signs in and returns the session cookie (`name=value`).
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let reply = self
+            .post(
+                "/api/login",
+                None,
+                Some(serde_json::json!({ "username": username, "password": password })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.session_cookie().expect("login sets a session cookie")
+    }
+}
+
+pub fn request(
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    json: Option<Value>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, cookie);
+    }
+    match json {
+        Some(json) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json.to_string()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.text()))
+    }
+
+    /// The `error` message of an error reply.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .expect("an error message")
+            .to_owned()
+    }
+
+    pub fn set_cookie(&self) -> Option<String> {
+        self.headers
+            .get(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    /// `name=value` of the session cookie this reply sets, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        let set = self.set_cookie()?;
+        let pair = set.split(';').next()?.trim().to_owned();
+        pair.starts_with("converge_session=").then_some(pair)
+    }
+}
