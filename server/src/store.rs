@@ -31,3 +31,13 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
 pub fn session_store(pool: &SqlitePool) -> SqliteStore {
     SqliteStore::new(pool.clone())
 }
+
+/// Ends every session at once (e.g. after a credential leak); each browser returns to the
+/// sign-in page on its next request.
+pub async fn delete_all_sessions(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
+    // The table name is the store's default; `session_store` does not rename it.
+    let done = sqlx::query("DELETE FROM tower_sessions")
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}

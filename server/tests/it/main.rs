@@ -2,6 +2,8 @@
 
 // Test helpers are `pub` for the sibling modules, not for a public API.
 #![allow(unreachable_pub)]
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth_api;
 mod binary;

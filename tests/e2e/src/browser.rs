@@ -1,0 +1,202 @@
+//! Real headless Chromium through chromedriver (Debian's `chromium` and
+//! `chromium-driver`), with helpers split into locating, acting and checking.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use tempfile::TempDir;
+
+/// How long a locator waits for the dashboard to render what it looks for.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A browser session on a fresh profile; its chromedriver dies with it.
+#[derive(Debug)]
+pub struct Browser {
+    /// The WebDriver client, for anything the helpers below do not cover.
+    pub client: Client,
+    base_url: String,
+    driver: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free loopback port and opens a headless Chromium session
+    /// that resolves paths against `base_url`.
+    pub async fn start(base_url: &str) -> Self {
+        let chromedriver =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!("cannot start {chromedriver} ({err}); scripts/install-tools installs it")
+            });
+        let profile = tempfile::tempdir().expect("profile dir");
+        let chromium =
+            std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/lib/chromium/chromium".into());
+        let capabilities = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,800",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }
+        });
+        let capabilities = match capabilities {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a JSON object literal"),
+        };
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let mut last_error = String::new();
+        // chromedriver gives no signal when it has bound its port: retry the session
+        // request until it answers, within a bound.
+        for _ in 0..100 {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&webdriver)
+                .await
+            {
+                Ok(client) => {
+                    return Self {
+                        client,
+                        base_url: base_url.trim_end_matches('/').to_owned(),
+                        driver,
+                        _profile: profile,
+                    };
+                }
+                Err(err) => last_error = err.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no WebDriver session from {chromedriver}: {last_error}");
+    }
+
+    // ---- locate ----
+
+    /// The first element matching `css`, waiting for it to appear.
+    pub async fn find(&self, css: &str) -> Element {
+        self.client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|err| panic!("no element {css:?} within {WAIT:?}: {err}"))
+    }
+
+    /// Waits until the element matching `css` shows `text` (a substring) and returns its
+    /// whole text.
+    pub async fn wait_for_text(&self, css: &str, text: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = String::new();
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await {
+                seen = element.text().await.unwrap_or_default();
+                if seen.contains(text) {
+                    return seen;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{css:?} never showed {text:?}; last seen {seen:?}");
+    }
+
+    // ---- act ----
+
+    /// Opens `path` on the server.
+    pub async fn goto(&self, path: &str) {
+        let url = format!("{}{path}", self.base_url);
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|err| panic!("cannot open {url}: {err}"));
+    }
+
+    /// Replaces the value of the input matching `css`.
+    pub async fn fill(&self, css: &str, value: &str) {
+        let input = self.find(css).await;
+        input.clear().await.expect("clear input");
+        input.send_keys(value).await.expect("type into input");
+    }
+
+    /// Clicks the element matching `css`.
+    pub async fn click(&self, css: &str) {
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|err| panic!("cannot click {css:?}: {err}"));
+    }
+
+    /// Fires a window `focus` event, as when the user comes back to the tab.
+    pub async fn refocus(&self) {
+        self.client
+            .execute("window.dispatchEvent(new Event('focus'));", vec![])
+            .await
+            .expect("dispatch focus");
+    }
+
+    // ---- check ----
+
+    /// The path part of the current address.
+    pub async fn path(&self) -> String {
+        self.client
+            .current_url()
+            .await
+            .expect("current url")
+            .path()
+            .to_owned()
+    }
+
+    /// Waits until the address bar shows `path`.
+    pub async fn wait_for_path(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut seen = String::new();
+        while tokio::time::Instant::now() < deadline {
+            seen = self.path().await;
+            if seen == path {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("path never became {path:?}; it is {seen:?}");
+    }
+
+    /// Saves a PNG of the page as `artifacts/screenshots/<name>.png` and returns its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = crate::artifacts_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+        path
+    }
+
+    /// Ends the WebDriver session and chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // After `close` this is a no-op; after a failed assertion it stops chromedriver,
+        // which takes its Chromium with it.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
