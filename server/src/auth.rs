@@ -1,6 +1,7 @@
 //! Sign-in, sign-out and "who am I", plus the extractors that guard every other route.
 
 mod client_addr;
+mod permissions;
 mod principal;
 mod throttle;
 mod users;
@@ -15,6 +16,7 @@ use converge_api::{LoginRequest, Me};
 use tower_sessions::Session;
 
 pub use client_addr::ClientAddr;
+pub use permissions::{allows, Operate, Permission, Require, ViewFleet};
 pub use principal::Principal;
 pub use throttle::LoginThrottle;
 pub use users::{User, UserDirectory, hash_password};

@@ -34,6 +34,76 @@ pub struct Config {
     /// The accounts that may sign in.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// The libvirt hosts Converge watches and migrates between.
+    #[serde(default)]
+    pub hosts: Vec<HostConfig>,
+    /// How often job statistics are read.
+    #[serde(default)]
+    pub sampler: SamplerConfig,
+    /// The live event stream.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `[[hosts]]`: one libvirt host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Short name shown in the dashboard and used in the API, e.g. `compute-07`.
+    pub name: String,
+    /// libvirt connection URI, e.g. `qemu+tcp://10.0.0.7/system` or `qemu+ssh://…`.
+    pub uri: String,
+    /// Migration URI other hosts use to send a VM here (`VIR_MIGRATE_PARAM_URI`), e.g.
+    /// `tcp://10.1.0.7` for a dedicated migration network; libvirt chooses when unset.
+    #[serde(default)]
+    pub migration_uri: Option<String>,
+    /// Address this host's QEMU listens on for incoming migrations
+    /// (`VIR_MIGRATE_PARAM_LISTEN_ADDRESS`); libvirt chooses when unset.
+    #[serde(default)]
+    pub listen_address: Option<String>,
+}
+
+/// `[sampler]`: reading job statistics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerConfig {
+    /// Interval between job-statistics readings of each running migration, ms (50–10000).
+    pub interval_ms: u64,
+    /// Interval between refreshes of each host's VM list, ms (lifecycle events also
+    /// trigger one), 200–60000.
+    pub vm_refresh_ms: u64,
+    /// Longest wait between reconnection attempts to a host that went away, seconds.
+    pub max_reconnect_backoff_s: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 500,
+            vm_refresh_ms: 2000,
+            max_reconnect_backoff_s: 30,
+        }
+    }
+}
+
+/// `[events]`: the live event stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept for viewers that reconnect with `Last-Event-ID`; a viewer further
+    /// behind gets a `resync` event and refetches.
+    pub replay_buffer: usize,
+    /// Seconds between keep-alive comments on an idle stream.
+    pub keepalive_s: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            replay_buffer: 4096,
+            keepalive_s: 15,
+        }
+    }
 }
 
 /// `[server]`: the HTTP listener and the dashboard files.

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// No such resource or route.
     #[error("{0}")]
     NotFound(String),
+    /// The request conflicts with the current state (already migrating, already over).
+    #[error("{0}")]
+    Conflict(String),
     /// The request could not be read (malformed JSON, wrong content type).
     #[error("{0}")]
     BadRequest(String),
@@ -79,6 +82,7 @@ impl ApiError {
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -144,4 +148,15 @@ impl<T: Serialize> IntoResponse for Json<T> {
 /// Answer for an `/api` path that no route serves.
 pub(crate) async fn api_route_not_found() -> ApiError {
     ApiError::NotFound("no such API route".into())
+}
+
+impl From<crate::fleet::Refusal> for ApiError {
+    fn from(refusal: crate::fleet::Refusal) -> Self {
+        use crate::fleet::Refusal;
+        match refusal {
+            Refusal::NotFound(message) => Self::NotFound(message),
+            Refusal::Conflict(message) => Self::Conflict(message),
+            Refusal::Invalid(message) => Self::Unprocessable(message),
+        }
+    }
 }

@@ -8,7 +8,13 @@
 pub mod auth;
 pub mod config;
 mod error;
+mod events;
+pub mod fleet;
 mod health;
+mod hosts;
+pub mod hub;
+pub mod hypervisor;
+mod migrations;
 pub mod state;
 pub mod store;
 mod web;
@@ -53,6 +59,9 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(hosts::router())
+        .merge(migrations::router())
+        .merge(events::router())
         .fallback(error::api_route_not_found)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
         .layer(sessions)
@@ -93,14 +102,22 @@ pub async fn serve(
     if !dist.join("index.html").is_file() {
         tracing::warn!(dist = %dist.display(), "no dashboard build found; the API works, the UI will not (run scripts/build-ui)");
     }
+    let state_stopped = state.shutdown.clone();
     let sweeper = tokio::spawn(delete_expired_sessions(store::session_store(&state.db)));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(url = %format!("http://{addr}/"), "listening");
     }
+    let stopping = state.shutdown.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Ends live streams (or graceful shutdown waits on them forever) and stops
+            // the host workers.
+            stopping.cancel();
+        })
         .await;
+    state_stopped.cancel();
     sweeper.abort();
     tracing::info!("server stopped");
     served

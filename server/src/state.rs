@@ -8,8 +8,13 @@ use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::{LoginThrottle, UserDirectory};
 use crate::config::Config;
+use crate::fleet::{Fleet, FleetState};
+use crate::hub::Hub;
+use crate::hypervisor::{unix_ms_now, Hypervisors};
 use crate::store;
 
 /// Password checks allowed at once. Each argon2 check holds ~19 MiB and a core for tens of
@@ -45,6 +50,14 @@ pub struct AppState {
     pub db: SqlitePool,
     /// Source of the current time.
     pub clock: Arc<dyn Clock>,
+    /// Hosts, VMs and migrations.
+    pub fleet: Fleet,
+    /// The live event hub.
+    pub hub: Arc<Hub>,
+    /// One worker per libvirt host.
+    pub hypervisors: Arc<Hypervisors>,
+    /// Cancelled when the server shuts down: live streams end, host workers stop.
+    pub shutdown: CancellationToken,
     pub(crate) password_checks: Arc<Semaphore>,
 }
 
@@ -62,32 +75,60 @@ pub enum StartupError {
     /// A password hash in the configuration could not be used.
     #[error("user accounts: {0}")]
     Users(password_hash::Error),
+    /// libvirt could not be initialised.
+    #[error("libvirt: {0}")]
+    Libvirt(converge_libvirt::Error),
 }
 
 impl AppState {
-    /// Opens the database (creating it if needed) and builds the state for `config`.
+    /// Opens the database (creating it if needed), takes back migrations that were running
+    /// when the server last stopped, and starts one worker per configured host.
     pub async fn open(config: Config) -> Result<Self, StartupError> {
-        let db =
-            store::open(&config.database.path)
-                .await
-                .map_err(|source| StartupError::Database {
-                    path: config.database.path.display().to_string(),
-                    source,
-                })?;
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Self::open`] with time read from `clock`.
+    pub async fn open_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let db_error = |source| StartupError::Database {
+            path: config.database.path.display().to_string(),
+            source,
+        };
+        let db = store::open(&config.database.path).await.map_err(db_error)?;
         let users = UserDirectory::new(&config.users).map_err(StartupError::Users)?;
+        let unfinished = store::active_migrations(&db).await.map_err(db_error)?;
+
+        let shutdown = CancellationToken::new();
+        let hub = Arc::new(Hub::new(config.events.replay_buffer));
+        let mut fleet_state = FleetState::new(
+            config.hosts.iter().map(|h| h.name.as_str()),
+            unix_ms_now(&*clock),
+        );
+        let to_track = fleet_state.restore(unfinished);
+        let fleet = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
+        let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let hypervisors = Hypervisors::start(&config, reports, shutdown.clone())
+            .map_err(StartupError::Libvirt)?;
+        for (host, vm_uuid) in to_track {
+            if let Some(handle) = hypervisors.get(&host) {
+                handle.track(vm_uuid);
+            }
+        }
+        tokio::spawn(fleet.clone().run(incoming));
+
         Ok(Self {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
             users: Arc::new(users),
             config: Arc::new(config),
             db,
-            clock: Arc::new(SystemClock),
+            clock,
+            fleet,
+            hub,
+            hypervisors: Arc::new(hypervisors),
+            shutdown,
             password_checks: Arc::new(Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
         })
-    }
-
-    /// The same state reading time from `clock`.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 }

@@ -98,7 +98,45 @@ impl Config {
             "login_throttle.max_failures_per_address",
             throttle.max_failures_per_address,
         )?;
-        self.validate_users()
+        let sampler = &self.sampler;
+        in_range("sampler.interval_ms", sampler.interval_ms, 50, 10_000)?;
+        in_range("sampler.vm_refresh_ms", sampler.vm_refresh_ms, 200, 60_000)?;
+        in_range("sampler.max_reconnect_backoff_s", sampler.max_reconnect_backoff_s, 1, 3600)?;
+        in_range("events.replay_buffer", self.events.replay_buffer as u64, 16, 1_000_000)?;
+        in_range("events.keepalive_s", self.events.keepalive_s, 1, 300)?;
+        self.validate_users()?;
+        self.validate_hosts()
+    }
+
+    fn validate_hosts(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            let name = host.name.as_str();
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !valid_name {
+                return Err(ConfigError::invalid(
+                    format!("hosts[{i}].name"),
+                    "use 1 to 64 letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::invalid(
+                    format!("hosts[{i}].name"),
+                    format!("\"{name}\" is already used by an earlier host"),
+                ));
+            }
+            if !host.uri.contains(':') || host.uri.trim() != host.uri {
+                return Err(ConfigError::invalid(
+                    format!("hosts[{i}].uri"),
+                    "not a libvirt URI; e.g. qemu+tcp://10.0.0.7/system",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_users(&self) -> Result<(), ConfigError> {
@@ -150,6 +188,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(field, format!("must be between {min} and {max}")))
     }
 }
 

@@ -1,0 +1,69 @@
+//! Hosts and their VMs.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether Converge can talk to a host's libvirt daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Opening the first connection.
+    Connecting,
+    /// Connected; its VMs and migrations are live.
+    Connected,
+    /// The connection failed or dropped; Converge retries with backoff.
+    Disconnected,
+}
+
+/// One libvirt host from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// The name given in the configuration.
+    pub name: String,
+    /// Connection state.
+    pub state: HostState,
+    /// Since when (unix ms) the host has been in this state.
+    pub since_ms: i64,
+    /// Why the last connection attempt failed, while disconnected.
+    pub error: Option<String>,
+    /// The host's own name, as its daemon reports it.
+    pub hostname: Option<String>,
+    /// libvirt version of the daemon (`major.minor.micro`).
+    pub libvirt_version: Option<String>,
+    /// Number of VMs defined or running on it (last known).
+    pub vm_count: usize,
+}
+
+/// A VM's run state as the fleet page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// The receiving side of a migration (paused until switchover).
+    Incoming,
+    /// Shut off.
+    Shutoff,
+    /// Crashed, shutting down, or another state.
+    Other,
+}
+
+/// One VM (libvirt domain) on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    /// The domain's UUID.
+    pub uuid: String,
+    /// The domain's name.
+    pub name: String,
+    /// The host it is on.
+    pub host: String,
+    /// Its state.
+    pub state: VmState,
+    /// Memory, in bytes.
+    pub memory_bytes: u64,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// The migration moving it right now, if any.
+    pub migration_id: Option<String>,
+}

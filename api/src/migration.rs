@@ -1,0 +1,193 @@
+//! Migrations, their samples and final statistics.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationState {
+    /// Requested; libvirt has not reported a job yet.
+    Starting,
+    /// Pre-copy passes are running.
+    Running,
+    /// Switched to post-copy: the guest runs on the destination, pages follow on demand.
+    PostCopy,
+    /// The VM runs on the destination.
+    Completed,
+    /// libvirt or QEMU gave up; the VM keeps running on the source.
+    Failed,
+    /// Aborted on request; the VM keeps running on the source.
+    Aborted,
+    /// Ended while Converge was not watching, and the outcome could not be read back.
+    Unknown,
+}
+
+impl MigrationState {
+    /// Whether the migration is still in flight.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            MigrationState::Starting | MigrationState::Running | MigrationState::PostCopy
+        )
+    }
+}
+
+/// xbzrle (delta compression of re-dirtied pages) counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XbzrleStats {
+    /// Size of the cache of previously sent pages.
+    pub cache_bytes: u64,
+    /// Bytes sent compressed.
+    pub bytes: u64,
+    /// Pages sent compressed.
+    pub pages: u64,
+    /// Pages not found in the cache (sent whole).
+    pub cache_misses: u64,
+    /// Pages whose delta overflowed (sent whole).
+    pub overflow: u64,
+}
+
+/// One reading of a migration's job statistics (`virsh domjobinfo`), with derived values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When it was read (unix ms).
+    pub at_ms: i64,
+    /// Time since the migration started, as libvirt counts it.
+    pub elapsed_ms: u64,
+    /// All data to send (memory and disks), bytes.
+    pub data_total_bytes: u64,
+    /// Data sent so far, bytes; exceeds the total when pages are re-sent.
+    pub data_processed_bytes: u64,
+    /// Data still to send in this pass, bytes.
+    pub data_remaining_bytes: u64,
+    /// Guest memory to send, bytes.
+    pub mem_total_bytes: u64,
+    /// Memory sent so far, bytes.
+    pub mem_processed_bytes: u64,
+    /// Memory still to send in this pass, bytes.
+    pub mem_remaining_bytes: u64,
+    /// Transfer rate, bytes/s (libvirt's `memory_bps`).
+    pub transfer_rate_bytes_per_s: u64,
+    /// Dirty rate as libvirt reports it, pages/s. It saturates near the transfer rate per
+    /// pass; it is not the guest's real write rate.
+    pub dirty_rate_pages_per_s: u64,
+    /// The same in bytes/s (pages/s × page size).
+    pub dirty_rate_bytes_per_s: u64,
+    /// Guest page size, bytes.
+    pub page_size_bytes: u64,
+    /// Pre-copy pass number (1 = the first full copy).
+    pub iteration: u32,
+    /// Pages sent as "all the same byte" (mostly zero pages).
+    pub constant_pages: u64,
+    /// Pages sent whole.
+    pub normal_pages: u64,
+    /// Bytes of pages sent whole.
+    pub normal_bytes: u64,
+    /// QEMU's estimate of the pause if it switched over now, ms.
+    pub expected_downtime_ms: Option<u64>,
+    /// Time spent setting up before the first byte, ms.
+    pub setup_time_ms: Option<u64>,
+    /// Auto-converge's current vCPU throttle, percent.
+    pub throttle_pct: Option<u32>,
+    /// xbzrle counters, when xbzrle is on.
+    pub xbzrle: Option<XbzrleStats>,
+    /// Pages the destination requested during post-copy.
+    pub postcopy_requests: Option<u64>,
+    /// Disk data to copy (storage migration), bytes.
+    pub disk_total_bytes: Option<u64>,
+    /// Disk data copied, bytes.
+    pub disk_processed_bytes: Option<u64>,
+}
+
+/// Remaining memory when a pre-copy pass began: the guest's dirty set from the previous
+/// pass. Unlike raw samples, these do not saw-tooth within a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterationMark {
+    /// The pass that began (2 = the first re-send).
+    pub iteration: u32,
+    /// When (unix ms).
+    pub at_ms: i64,
+    /// Time since the migration started, ms.
+    pub elapsed_ms: u64,
+    /// Memory left to send at that moment, bytes.
+    pub mem_remaining_bytes: u64,
+}
+
+/// Final statistics of a finished migration, from libvirt's job-completed event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalStats {
+    /// How long the guest was paused at switchover, ms.
+    pub downtime_ms: Option<u64>,
+    /// Wall time of the whole migration, ms.
+    pub total_time_ms: Option<u64>,
+    /// Bytes sent in total.
+    pub data_sent_bytes: Option<u64>,
+    /// Guest memory size, bytes.
+    pub mem_total_bytes: Option<u64>,
+    /// Setup time, ms.
+    pub setup_time_ms: Option<u64>,
+    /// Pre-copy passes.
+    pub iterations: Option<u32>,
+}
+
+/// One migration attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Converge's id for this attempt.
+    pub id: String,
+    /// The VM's UUID.
+    pub vm_uuid: String,
+    /// The VM's name.
+    pub vm_name: String,
+    /// Host it leaves.
+    pub source: String,
+    /// Host it goes to, when known.
+    pub destination: Option<String>,
+    /// Where it stands.
+    pub state: MigrationState,
+    /// When it started (unix ms).
+    pub started_at_ms: i64,
+    /// When it ended (unix ms).
+    pub ended_at_ms: Option<i64>,
+    /// Who started it; `None` when Converge found it already running.
+    pub started_by: Option<String>,
+    /// Bandwidth limit it was started with, MiB/s.
+    pub bandwidth_mib_s: Option<u64>,
+    /// The downtime limit libvirt reports, ms.
+    pub downtime_limit_ms: Option<u64>,
+    /// Share of memory sent, 0–100, from remaining memory at pass boundaries: it never
+    /// runs backwards, and stalls when the guest dirties as fast as the link carries.
+    pub progress_pct: Option<f64>,
+    /// The latest sample.
+    pub last_sample: Option<Sample>,
+    /// Final statistics once completed.
+    pub final_stats: Option<FinalStats>,
+    /// Why it failed or was aborted.
+    pub error: Option<String>,
+}
+
+/// A migration with its history, for the detail view and charts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationDetail {
+    /// The migration.
+    pub migration: Migration,
+    /// Samples, oldest first (bounded; older ones are thinned).
+    pub samples: Vec<Sample>,
+    /// Pass boundaries, oldest first.
+    pub iterations: Vec<IterationMark>,
+    /// Every field of the latest job-stats reading, by libvirt's name, as text.
+    pub raw_job_stats: Vec<(String, String)>,
+}
+
+/// Body of `POST /api/migrations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartMigration {
+    /// UUID of the VM to move.
+    pub vm_uuid: String,
+    /// Name of the destination host.
+    pub destination: String,
+    /// Bandwidth limit, MiB/s; `None` for libvirt's default (unlimited).
+    #[serde(default)]
+    pub bandwidth_mib_s: Option<u64>,
+}

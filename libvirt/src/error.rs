@@ -1,0 +1,60 @@
+//! Errors from libvirt, with the codes the server needs to tell apart.
+
+/// Something libvirt refused or could not do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    /// libvirt's `virErrorNumber` (0 when the error did not come from libvirt).
+    pub code: i32,
+    /// libvirt's `virErrorDomain`: which subsystem raised it.
+    pub domain: i32,
+    /// libvirt's message, meant for people.
+    pub message: String,
+}
+
+/// `VIR_ERR_NO_DOMAIN`: the domain does not exist on this host.
+const VIR_ERR_NO_DOMAIN: i32 = 42;
+/// `VIR_ERR_OPERATION_INVALID`: e.g. "domain is not running", "no job is active".
+const VIR_ERR_OPERATION_INVALID: i32 = 55;
+/// `VIR_ERR_NO_SUPPORT`: this hypervisor or version does not support the call.
+const VIR_ERR_NO_SUPPORT: i32 = 3;
+
+impl Error {
+    pub(crate) fn other(message: impl Into<String>) -> Self {
+        Self {
+            code: 0,
+            domain: 0,
+            message: message.into(),
+        }
+    }
+
+    /// libvirt's error for the call that just failed on this thread.
+    pub(crate) fn last() -> Self {
+        virt::error::Error::last_error().into()
+    }
+
+    /// The domain does not exist (any more) on the host asked.
+    pub fn is_no_domain(&self) -> bool {
+        self.code == VIR_ERR_NO_DOMAIN
+    }
+
+    /// The request does not fit the domain's state (not running, no job, …).
+    pub fn is_invalid_operation(&self) -> bool {
+        self.code == VIR_ERR_OPERATION_INVALID
+    }
+
+    /// The hypervisor does not support this call.
+    pub fn is_unsupported(&self) -> bool {
+        self.code == VIR_ERR_NO_SUPPORT
+    }
+}
+
+impl From<virt::error::Error> for Error {
+    fn from(err: virt::error::Error) -> Self {
+        Self {
+            code: err.code().to_raw() as i32,
+            domain: err.domain().to_raw() as i32,
+            message: err.message().to_owned(),
+        }
+    }
+}

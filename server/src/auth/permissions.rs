@@ -1,0 +1,95 @@
+//! Who may do what: the one table of roles and permissions, and the extractor that
+//! enforces it. A handler that takes `Require<Operate>` cannot run for a tenant.
+
+use std::marker::PhantomData;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use converge_api::Role;
+
+use super::Principal;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Something a role may be allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// See every host, VM and migration.
+    ViewFleet,
+    /// Start, steer and abort migrations.
+    Operate,
+}
+
+/// The table: whether `role` has `permission`.
+pub fn allows(role: Role, permission: Permission) -> bool {
+    use Permission::*;
+    match (role, permission) {
+        (Role::Admin, _) => true,
+        (Role::Operator, ViewFleet | Operate) => true,
+        (Role::Kiosk, ViewFleet) => true,
+        (Role::Kiosk, Operate) => false,
+        (Role::Tenant, _) => false,
+    }
+}
+
+/// A permission as a type, for [`Require`].
+pub trait Needed {
+    /// The permission.
+    const PERMISSION: Permission;
+}
+
+/// Marker: [`Permission::ViewFleet`].
+#[derive(Debug)]
+pub struct ViewFleet;
+impl Needed for ViewFleet {
+    const PERMISSION: Permission = Permission::ViewFleet;
+}
+
+/// Marker: [`Permission::Operate`].
+#[derive(Debug)]
+pub struct Operate;
+impl Needed for Operate {
+    const PERMISSION: Permission = Permission::Operate;
+}
+
+/// A signed-in user whose role has permission `P`: 401 without a session, 403 without
+/// the permission.
+#[derive(Debug)]
+pub struct Require<P: Needed>(pub Principal, pub PhantomData<P>);
+
+impl<S, P> FromRequestParts<S> for Require<P>
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+    P: Needed,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        if allows(principal.user.role, P::PERMISSION) {
+            Ok(Self(principal, PhantomData))
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admins_and_operators_operate() {
+        for role in Role::ALL {
+            assert_eq!(allows(role, Permission::Operate), role.can_operate(), "{role}");
+        }
+    }
+
+    #[test]
+    fn tenants_do_not_view_the_fleet() {
+        for role in Role::ALL {
+            assert_eq!(allows(role, Permission::ViewFleet), role.sees_whole_fleet(), "{role}");
+        }
+    }
+}

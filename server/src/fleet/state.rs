@@ -1,0 +1,603 @@
+//! The fleet as the server knows it: hosts, their VMs, and every migration in memory.
+//! Reports from the host workers and requests from handlers change it; each change says
+//! what to publish and what to persist. No I/O here, so it is tested without libvirt.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use converge_api::{
+    Host, HostState, LiveEvent, Migration, MigrationDetail, MigrationState, Vm, VmState,
+};
+use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent};
+
+use super::record::MigrationRecord;
+use crate::hypervisor::{final_stats, raw_fields, sample_from, Report};
+
+/// Finished migrations kept in memory for the fleet page.
+const KEEP_FINISHED: usize = 100;
+/// `VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY`: the source paused because post-copy began.
+const SUSPENDED_POSTCOPY: i32 = 7;
+
+/// What a change asks the caller to do.
+// Short-lived and moved once; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Send this event to viewers.
+    Publish(LiveEvent),
+    /// Write this migration to the database.
+    Persist(Migration),
+}
+
+/// Why a request about a migration cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such VM, host or migration.
+    NotFound(String),
+    /// The request conflicts with what is happening (already migrating, already over).
+    Conflict(String),
+    /// The request's values cannot be used.
+    Invalid(String),
+}
+
+/// A validated request to start a migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartPlan {
+    /// The VM.
+    pub vm_uuid: String,
+    /// Its name.
+    pub vm_name: String,
+    /// Where it runs.
+    pub source: String,
+    /// Where it goes.
+    pub destination: String,
+}
+
+#[derive(Debug, Clone)]
+struct HostEntry {
+    host: Host,
+    domains: Vec<DomainSummary>,
+}
+
+/// Hosts, VMs and migrations.
+#[derive(Debug)]
+pub struct FleetState {
+    hosts: BTreeMap<String, HostEntry>,
+    migrations: HashMap<String, MigrationRecord>,
+    active_by_vm: HashMap<String, String>,
+    finished: VecDeque<String>,
+    /// Migrations the database says were running when the server last stopped, by VM,
+    /// waiting for a host to report them (or their end).
+    orphans: HashMap<String, Migration>,
+}
+
+impl FleetState {
+    /// A fleet of these hosts, all still connecting.
+    pub fn new<'a>(host_names: impl IntoIterator<Item = &'a str>, now_ms: i64) -> Self {
+        let hosts = host_names
+            .into_iter()
+            .map(|name| {
+                let host = Host {
+                    name: name.to_owned(),
+                    state: HostState::Connecting,
+                    since_ms: now_ms,
+                    error: None,
+                    hostname: None,
+                    libvirt_version: None,
+                    vm_count: 0,
+                };
+                (
+                    name.to_owned(),
+                    HostEntry {
+                        host,
+                        domains: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            hosts,
+            migrations: HashMap::new(),
+            active_by_vm: HashMap::new(),
+            finished: VecDeque::new(),
+            orphans: HashMap::new(),
+        }
+    }
+
+    /// Takes back migrations still marked active in the database; returns `(source host,
+    /// VM)` pairs whose jobs the host workers should look at.
+    pub fn restore(&mut self, active: Vec<Migration>) -> Vec<(String, String)> {
+        active
+            .into_iter()
+            .map(|m| {
+                let key = (m.source.clone(), m.vm_uuid.clone());
+                self.orphans.insert(m.vm_uuid.clone(), m);
+                key
+            })
+            .collect()
+    }
+
+    // ---- reading ----
+
+    /// Every host.
+    pub fn hosts(&self) -> Vec<Host> {
+        self.hosts.values().map(|e| e.host.clone()).collect()
+    }
+
+    /// Every VM on every host.
+    pub fn vms(&self) -> Vec<Vm> {
+        self.hosts
+            .values()
+            .flat_map(|e| self.vms_of(&e.host.name, &e.domains))
+            .collect()
+    }
+
+    /// Active migrations, then recently finished ones, newest first within each.
+    pub fn migrations(&self) -> Vec<Migration> {
+        let mut all: Vec<Migration> = self
+            .migrations
+            .values()
+            .map(|r| r.migration.clone())
+            .collect();
+        all.sort_by_key(|m| (!m.state.is_active(), std::cmp::Reverse(m.started_at_ms)));
+        all
+    }
+
+    /// One migration with its series.
+    pub fn detail(&self, id: &str) -> Option<MigrationDetail> {
+        self.migrations.get(id).map(MigrationRecord::detail)
+    }
+
+    /// One migration's summary.
+    pub fn migration(&self, id: &str) -> Option<&Migration> {
+        self.migrations.get(id).map(|r| &r.migration)
+    }
+
+    // ---- requests ----
+
+    /// Checks a start request against what is known right now.
+    pub fn plan_start(&self, vm_uuid: &str, destination: &str) -> Result<StartPlan, Refusal> {
+        let (source, domain) = self
+            .hosts
+            .values()
+            .find_map(|e| {
+                e.domains
+                    .iter()
+                    .find(|d| d.uuid == vm_uuid && d.state == DomainState::Running)
+                    .map(|d| (e.host.name.clone(), d))
+            })
+            .ok_or_else(|| {
+                Refusal::NotFound(format!("no running VM with UUID {vm_uuid} on any connected host"))
+            })?;
+        if let Some(id) = self.active_by_vm.get(vm_uuid) {
+            return Err(Refusal::Conflict(format!(
+                "{} is already being migrated (migration {id})",
+                domain.name
+            )));
+        }
+        let Some(dest) = self.hosts.get(destination) else {
+            let known: Vec<&str> = self.hosts.keys().map(String::as_str).collect();
+            return Err(Refusal::NotFound(format!(
+                "no host called \"{destination}\"; hosts are: {}",
+                known.join(", ")
+            )));
+        };
+        if destination == source {
+            return Err(Refusal::Invalid(format!(
+                "{} already runs on {source}; choose another destination",
+                domain.name
+            )));
+        }
+        for name in [&source, destination] {
+            if self.hosts[name].host.state != HostState::Connected {
+                return Err(Refusal::Conflict(format!(
+                    "host {name} is not connected right now; try again when it is"
+                )));
+            }
+        }
+        debug_assert_eq!(dest.host.name, destination);
+        Ok(StartPlan {
+            vm_uuid: vm_uuid.to_owned(),
+            vm_name: domain.name.clone(),
+            source,
+            destination: destination.to_owned(),
+        })
+    }
+
+    /// Records a migration Converge is about to start.
+    pub fn begin(&mut self, migration: Migration) -> Result<Vec<Change>, Refusal> {
+        if let Some(id) = self.active_by_vm.get(&migration.vm_uuid) {
+            return Err(Refusal::Conflict(format!(
+                "{} is already being migrated (migration {id})",
+                migration.vm_name
+            )));
+        }
+        let mut record = MigrationRecord::new(migration);
+        record.call_in_flight = true;
+        self.active_by_vm
+            .insert(record.migration.vm_uuid.clone(), record.migration.id.clone());
+        let id = record.migration.id.clone();
+        self.migrations.insert(id.clone(), record);
+        Ok(self.changed(&id, None, true))
+    }
+
+    /// The host refused to start a migration that [`Self::begin`] recorded.
+    pub fn start_failed(&mut self, id: &str, error: String, now_ms: i64) -> Vec<Change> {
+        self.finish(id, MigrationState::Failed, Some(error), now_ms)
+    }
+
+    /// Marks an abort as requested; returns the source host and VM to send it to.
+    pub fn request_abort(&mut self, id: &str) -> Result<(String, String), Refusal> {
+        let record = self
+            .migrations
+            .get_mut(id)
+            .ok_or_else(|| Refusal::NotFound(format!("no migration {id}")))?;
+        if !record.migration.state.is_active() {
+            return Err(Refusal::Conflict(format!(
+                "migration {id} is already over ({:?}); nothing to abort",
+                record.migration.state
+            )));
+        }
+        record.abort_requested = true;
+        Ok((record.migration.source.clone(), record.migration.vm_uuid.clone()))
+    }
+
+    // ---- reports ----
+
+    /// Applies a host worker's report.
+    pub fn apply(&mut self, report: Report, now_ms: i64) -> Vec<Change> {
+        match report {
+            Report::Connection {
+                host,
+                connected,
+                error,
+                hostname,
+                libvirt_version,
+            } => self.connection(&host, connected, error, hostname, libvirt_version, now_ms),
+            Report::Domains { host, domains } => self.domains(&host, domains),
+            Report::Sample {
+                host,
+                vm_uuid,
+                vm_name,
+                stats,
+                at,
+                iteration_started,
+            } => {
+                let Some(id) = self.ensure_record(&host, &vm_uuid, &vm_name, &stats, now_ms) else {
+                    return Vec::new();
+                };
+                let sample = sample_from(&stats, at);
+                let incoming = self.incoming_host_of(&vm_uuid, &host);
+                let Some(record) = self.migrations.get_mut(&id) else {
+                    return Vec::new();
+                };
+                let was = record.migration.state;
+                let mark = record.add_sample(sample.clone(), raw_fields(&stats), iteration_started);
+                if record.migration.destination.is_none() {
+                    record.migration.destination = incoming;
+                }
+                let persist = was != self.migrations[&id].migration.state;
+                let mut changes = self.changed(&id, Some(sample), persist);
+                if let (Some(mark), Some(Change::Publish(LiveEvent::Migration { iteration, .. }))) =
+                    (mark, changes.first_mut())
+                {
+                    *iteration = Some(mark);
+                }
+                changes
+            }
+            Report::JobCompleted { host, vm_uuid, stats } => {
+                let Some(id) = self.latest_from(&host, &vm_uuid) else {
+                    return Vec::new();
+                };
+                if let Some(record) = self.migrations.get_mut(&id) {
+                    record.migration.final_stats = Some(final_stats(&stats));
+                }
+                self.finish(&id, MigrationState::Completed, None, now_ms)
+            }
+            Report::JobEnded {
+                host,
+                vm_uuid,
+                completed,
+                domain_gone,
+            } => self.job_ended(&host, &vm_uuid, completed, domain_gone, now_ms),
+            Report::MigrateReturned {
+                host,
+                vm_uuid,
+                result,
+                connection_lost,
+            } => self.migrate_returned(&host, &vm_uuid, result, connection_lost, now_ms),
+            Report::Lifecycle { host, vm_uuid, event } => {
+                let id = self.active_by_vm.get(&vm_uuid).cloned();
+                match (id, event) {
+                    (Some(id), LifecycleEvent::Suspended(SUSPENDED_POSTCOPY))
+                        if self.migrations[&id].migration.source == host =>
+                    {
+                        if let Some(record) = self.migrations.get_mut(&id) {
+                            record.migration.state = MigrationState::PostCopy;
+                        }
+                        self.changed(&id, None, true)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn connection(
+        &mut self,
+        host: &str,
+        connected: bool,
+        error: Option<String>,
+        hostname: Option<String>,
+        libvirt_version: Option<String>,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        let state = if connected {
+            HostState::Connected
+        } else {
+            HostState::Disconnected
+        };
+        let h = &mut entry.host;
+        if h.state != state {
+            h.since_ms = now_ms;
+        }
+        let unchanged = h.state == state && h.error == error;
+        h.state = state;
+        h.error = error;
+        if connected {
+            h.hostname = hostname;
+            h.libvirt_version = libvirt_version;
+        }
+        if unchanged {
+            return Vec::new();
+        }
+        vec![Change::Publish(LiveEvent::Host { host: h.clone() })]
+    }
+
+    fn domains(&mut self, host: &str, domains: Vec<DomainSummary>) -> Vec<Change> {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        if entry.domains == domains {
+            return Vec::new();
+        }
+        entry.domains = domains;
+        entry.host.vm_count = entry.domains.len();
+        let (host_view, domains) = (entry.host.clone(), entry.domains.clone());
+        vec![
+            Change::Publish(LiveEvent::Host { host: host_view }),
+            Change::Publish(LiveEvent::Vms {
+                host: host.to_owned(),
+                vms: self.vms_of(host, &domains),
+            }),
+        ]
+    }
+
+    fn vms_of(&self, host: &str, domains: &[DomainSummary]) -> Vec<Vm> {
+        domains
+            .iter()
+            .map(|d| {
+                let migration_id = self.active_by_vm.get(&d.uuid).cloned();
+                let outgoing = migration_id
+                    .as_ref()
+                    .is_some_and(|id| self.migrations[id].migration.source == host);
+                let state = match d.state {
+                    DomainState::Running => VmState::Running,
+                    DomainState::Paused { migrating: true } if !outgoing => VmState::Incoming,
+                    DomainState::Paused { .. } => VmState::Paused,
+                    DomainState::Shutoff => VmState::Shutoff,
+                    DomainState::Other => VmState::Other,
+                };
+                Vm {
+                    uuid: d.uuid.clone(),
+                    name: d.name.clone(),
+                    host: host.to_owned(),
+                    state,
+                    memory_bytes: d.memory_bytes,
+                    vcpus: d.vcpus,
+                    migration_id,
+                }
+            })
+            .collect()
+    }
+
+    /// The active migration of `vm_uuid` from `host`, created from a sample when Converge
+    /// did not start it (or took it back from the database after a restart).
+    fn ensure_record(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        vm_name: &str,
+        stats: &JobStats,
+        now_ms: i64,
+    ) -> Option<String> {
+        if let Some(id) = self.active_by_vm.get(vm_uuid) {
+            return (self.migrations[id].migration.source == host).then(|| id.clone());
+        }
+        let migration = match self.orphans.remove(vm_uuid) {
+            Some(orphan) if orphan.source == host => orphan,
+            _ => {
+                let elapsed = stats.u64("time_elapsed").unwrap_or(0);
+                Migration {
+                    id: new_id(),
+                    vm_uuid: vm_uuid.to_owned(),
+                    vm_name: vm_name.to_owned(),
+                    source: host.to_owned(),
+                    destination: self.incoming_host_of(vm_uuid, host),
+                    state: MigrationState::Running,
+                    started_at_ms: now_ms - i64::try_from(elapsed).unwrap_or(0),
+                    ended_at_ms: None,
+                    started_by: None,
+                    bandwidth_mib_s: None,
+                    downtime_limit_ms: None,
+                    progress_pct: None,
+                    last_sample: None,
+                    final_stats: None,
+                    error: None,
+                }
+            }
+        };
+        let id = migration.id.clone();
+        self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
+        self.migrations.insert(id.clone(), MigrationRecord::new(migration));
+        Some(id)
+    }
+
+    /// The host (other than `source`) where the VM waits paused for an incoming migration.
+    fn incoming_host_of(&self, vm_uuid: &str, source: &str) -> Option<String> {
+        self.hosts.values().find_map(|e| {
+            (e.host.name != source
+                && e.domains.iter().any(|d| {
+                    d.uuid == vm_uuid && matches!(d.state, DomainState::Paused { migrating: true })
+                }))
+            .then(|| e.host.name.clone())
+        })
+    }
+
+    /// The newest migration of `vm_uuid` from `host`, active or just finished.
+    fn latest_from(&self, host: &str, vm_uuid: &str) -> Option<String> {
+        self.migrations
+            .values()
+            .filter(|r| r.migration.vm_uuid == vm_uuid && r.migration.source == host)
+            .max_by_key(|r| r.migration.started_at_ms)
+            .map(|r| r.migration.id.clone())
+    }
+
+    fn job_ended(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        completed: Option<JobStats>,
+        domain_gone: bool,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        // A migration from before a restart that ended while the server was down.
+        if let Some(orphan) = self.orphans.remove(vm_uuid) {
+            let id = orphan.id.clone();
+            self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
+            self.migrations.insert(id, MigrationRecord::new(orphan));
+        }
+        let Some(id) = self.active_by_vm.get(vm_uuid).cloned() else {
+            return Vec::new();
+        };
+        let record = &self.migrations[&id];
+        if record.migration.source != host || record.call_in_flight {
+            return Vec::new();
+        }
+        let aborted = record.abort_requested;
+        let (state, error) = match completed.as_ref().map(|s| s.kind) {
+            Some(JobKind::Completed) => (MigrationState::Completed, None),
+            Some(JobKind::Cancelled) => (MigrationState::Aborted, Some("aborted".to_owned())),
+            Some(JobKind::Failed) => (
+                MigrationState::Failed,
+                Some(
+                    completed
+                        .as_ref()
+                        .and_then(|s| s.string("errmsg"))
+                        .unwrap_or("libvirt reported the migration failed")
+                        .to_owned(),
+                ),
+            ),
+            _ if domain_gone => (MigrationState::Completed, None),
+            _ if aborted => (MigrationState::Aborted, Some("aborted".to_owned())),
+            _ => (
+                MigrationState::Unknown,
+                Some("the job ended and libvirt kept no statistics of it".to_owned()),
+            ),
+        };
+        if let (Some(stats), MigrationState::Completed) = (&completed, state)
+            && let Some(record) = self.migrations.get_mut(&id)
+        {
+            record.migration.final_stats = Some(final_stats(stats));
+        }
+        self.finish(&id, state, error, now_ms)
+    }
+
+    fn migrate_returned(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        result: Result<(), String>,
+        connection_lost: bool,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(id) = self.latest_from(host, vm_uuid) else {
+            return Vec::new();
+        };
+        let Some(record) = self.migrations.get_mut(&id) else {
+            return Vec::new();
+        };
+        record.call_in_flight = false;
+        match result {
+            Ok(()) => self.finish(&id, MigrationState::Completed, None, now_ms),
+            // The source's daemon went away mid-call: the job's fate is read on reconnect.
+            Err(_) if connection_lost => Vec::new(),
+            Err(_) if record.abort_requested => {
+                self.finish(&id, MigrationState::Aborted, Some("aborted on request".into()), now_ms)
+            }
+            Err(message) => self.finish(&id, MigrationState::Failed, Some(message), now_ms),
+        }
+    }
+
+    /// Ends a migration (first outcome wins; later reports may only add final stats).
+    fn finish(
+        &mut self,
+        id: &str,
+        state: MigrationState,
+        error: Option<String>,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(record) = self.migrations.get_mut(id) else {
+            return Vec::new();
+        };
+        let m = &mut record.migration;
+        if m.state.is_active() {
+            m.state = state;
+            m.error = error;
+            m.ended_at_ms = Some(now_ms);
+            if state == MigrationState::Completed {
+                m.progress_pct = Some(100.0);
+            }
+            if self.active_by_vm.get(&m.vm_uuid).map(String::as_str) == Some(id) {
+                self.active_by_vm.remove(&m.vm_uuid);
+            }
+            self.finished.push_back(id.to_owned());
+            while self.finished.len() > KEEP_FINISHED {
+                if let Some(old) = self.finished.pop_front() {
+                    self.migrations.remove(&old);
+                }
+            }
+        }
+        self.changed(id, None, true)
+    }
+
+    fn changed(&self, id: &str, sample: Option<converge_api::Sample>, persist: bool) -> Vec<Change> {
+        let Some(record) = self.migrations.get(id) else {
+            return Vec::new();
+        };
+        let mut changes = vec![Change::Publish(LiveEvent::Migration {
+            migration: record.migration.clone(),
+            sample,
+            iteration: None,
+        })];
+        if persist {
+            changes.push(Change::Persist(record.migration.clone()));
+        }
+        changes
+    }
+}
+
+/// A new migration id: time-ordered and unique enough for one controller.
+pub fn new_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("m{now:x}{:04x}", n & 0xffff)
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,363 @@
+//! The fleet's state machine, driven by synthetic host reports.
+
+use converge_api::{HostState, LiveEvent, Migration, MigrationState};
+use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent, ParamValue};
+use time::OffsetDateTime;
+
+use super::{Change, FleetState, Refusal};
+use crate::hypervisor::Report;
+
+const VM: &str = "11111111-2222-3333-4444-555555555555";
+
+fn domain(state: DomainState) -> DomainSummary {
+    DomainSummary {
+        name: "web1".into(),
+        uuid: VM.into(),
+        state,
+        memory_bytes: 512 << 20,
+        vcpus: 1,
+    }
+}
+
+fn connected(fleet: &mut FleetState, host: &str) {
+    fleet.apply(
+        Report::Connection {
+            host: host.into(),
+            connected: true,
+            error: None,
+            hostname: Some(host.into()),
+            libvirt_version: Some("11.3.0".into()),
+        },
+        0,
+    );
+}
+
+/// Hosts a and b connected; the VM runs on a.
+fn fleet() -> FleetState {
+    let mut fleet = FleetState::new(["a", "b"], 0);
+    connected(&mut fleet, "a");
+    connected(&mut fleet, "b");
+    fleet.apply(
+        Report::Domains {
+            host: "a".into(),
+            domains: vec![domain(DomainState::Running)],
+        },
+        0,
+    );
+    fleet
+}
+
+fn stats(kind: JobKind, fields: &[(&str, u64)]) -> JobStats {
+    JobStats {
+        kind,
+        params: fields
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), ParamValue::ULLong(*v)))
+            .collect(),
+    }
+}
+
+fn sample(iteration: Option<u32>, remaining: u64) -> Report {
+    Report::Sample {
+        host: "a".into(),
+        vm_uuid: VM.into(),
+        vm_name: "web1".into(),
+        stats: stats(
+            JobKind::Unbounded,
+            &[
+                ("memory_total", 1000),
+                ("memory_remaining", remaining),
+                ("memory_iteration", u64::from(iteration.unwrap_or(1))),
+                ("time_elapsed", 1500),
+            ],
+        ),
+        at: OffsetDateTime::UNIX_EPOCH,
+        iteration_started: iteration,
+    }
+}
+
+fn migration(id: &str) -> Migration {
+    Migration {
+        id: id.into(),
+        vm_uuid: VM.into(),
+        vm_name: "web1".into(),
+        source: "a".into(),
+        destination: Some("b".into()),
+        state: MigrationState::Starting,
+        started_at_ms: 10,
+        ended_at_ms: None,
+        started_by: Some("ada".into()),
+        bandwidth_mib_s: Some(32),
+        downtime_limit_ms: None,
+        progress_pct: None,
+        last_sample: None,
+        final_stats: None,
+        error: None,
+    }
+}
+
+fn published_migration(changes: &[Change]) -> Option<&Migration> {
+    changes.iter().find_map(|c| match c {
+        Change::Publish(LiveEvent::Migration { migration, .. }) => Some(migration),
+        _ => None,
+    })
+}
+
+fn persisted(changes: &[Change]) -> bool {
+    changes.iter().any(|c| matches!(c, Change::Persist(_)))
+}
+
+#[test]
+fn a_start_is_checked_against_the_fleet() {
+    let mut f = fleet();
+    assert!(matches!(f.plan_start("nope", "b"), Err(Refusal::NotFound(_))));
+    assert!(matches!(f.plan_start(VM, "a"), Err(Refusal::Invalid(_))));
+    let err = f.plan_start(VM, "c").unwrap_err();
+    assert_eq!(err, Refusal::NotFound("no host called \"c\"; hosts are: a, b".into()));
+    let plan = f.plan_start(VM, "b").unwrap();
+    assert_eq!((plan.source.as_str(), plan.vm_name.as_str()), ("a", "web1"));
+
+    f.apply(
+        Report::Connection {
+            host: "b".into(),
+            connected: false,
+            error: Some("gone".into()),
+            hostname: None,
+            libvirt_version: None,
+        },
+        5,
+    );
+    assert!(matches!(f.plan_start(VM, "b"), Err(Refusal::Conflict(_))));
+    assert_eq!(f.hosts()[1].state, HostState::Disconnected);
+}
+
+#[test]
+fn a_vm_cannot_be_migrated_twice_at_once() {
+    let mut f = fleet();
+    let changes = f.begin(migration("m1")).unwrap();
+    assert!(persisted(&changes));
+    assert!(matches!(f.plan_start(VM, "b"), Err(Refusal::Conflict(_))));
+    assert!(matches!(f.begin(migration("m2")), Err(Refusal::Conflict(_))));
+}
+
+#[test]
+fn samples_run_a_started_migration_and_the_call_completes_it() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    let changes = f.apply(sample(Some(1), 900), 100);
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Running);
+    assert!(persisted(&changes), "the state change is persisted");
+    let changes = f.apply(sample(None, 500), 600);
+    assert!(!persisted(&changes), "plain samples are not written every tick");
+    assert!(matches!(
+        &changes[0],
+        Change::Publish(LiveEvent::Migration { sample: Some(_), .. })
+    ));
+
+    // While the call is in flight, a "no job" reading does not end it.
+    let changes = f.apply(
+        Report::JobEnded {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            completed: None,
+            domain_gone: true,
+        },
+        700,
+    );
+    assert!(changes.is_empty());
+
+    let changes = f.apply(
+        Report::MigrateReturned {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            result: Ok(()),
+            connection_lost: false,
+        },
+        800,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Completed);
+    assert_eq!(m.ended_at_ms, Some(800));
+    assert_eq!(m.progress_pct, Some(100.0));
+
+    // The job-completed event arrives afterwards and only adds the final statistics.
+    let changes = f.apply(
+        Report::JobCompleted {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            stats: stats(JobKind::Completed, &[("downtime", 33), ("time_elapsed", 2700)]),
+        },
+        900,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Completed);
+    assert_eq!(m.ended_at_ms, Some(800));
+    assert_eq!(m.final_stats.as_ref().unwrap().downtime_ms, Some(33));
+}
+
+#[test]
+fn an_abort_request_turns_a_failed_call_into_aborted() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    assert_eq!(f.request_abort("m1").unwrap(), ("a".into(), VM.into()));
+    let changes = f.apply(
+        Report::MigrateReturned {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            result: Err("operation aborted: canceled by client".into()),
+            connection_lost: false,
+        },
+        50,
+    );
+    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::Aborted);
+    assert!(matches!(f.request_abort("m1"), Err(Refusal::Conflict(_))));
+    assert!(matches!(f.request_abort("zzz"), Err(Refusal::NotFound(_))));
+    // The VM is free to be migrated again.
+    assert!(f.plan_start(VM, "b").is_ok());
+}
+
+#[test]
+fn a_failed_call_without_abort_is_a_failure_with_libvirts_reason() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    let changes = f.apply(
+        Report::MigrateReturned {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            result: Err("unable to connect to server".into()),
+            connection_lost: false,
+        },
+        50,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Failed);
+    assert_eq!(m.error.as_deref(), Some("unable to connect to server"));
+}
+
+#[test]
+fn a_lost_connection_leaves_the_outcome_to_the_job_itself() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    f.apply(sample(Some(1), 900), 100);
+    let changes = f.apply(
+        Report::MigrateReturned {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            result: Err("End of file while reading data".into()),
+            connection_lost: true,
+        },
+        200,
+    );
+    assert!(changes.is_empty());
+    assert_eq!(f.migration("m1").unwrap().state, MigrationState::Running);
+    // After reconnecting, libvirt says the last job was cancelled (the daemon restart
+    // cancelled it).
+    let changes = f.apply(
+        Report::JobEnded {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            completed: Some(stats(JobKind::Cancelled, &[])),
+            domain_gone: false,
+        },
+        300,
+    );
+    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::Aborted);
+}
+
+#[test]
+fn a_migration_found_running_is_adopted_and_placed() {
+    let mut f = fleet();
+    f.apply(
+        Report::Domains {
+            host: "b".into(),
+            domains: vec![domain(DomainState::Paused { migrating: true })],
+        },
+        0,
+    );
+    let changes = f.apply(sample(Some(3), 400), 10_000);
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Running);
+    assert_eq!(m.started_by, None);
+    assert_eq!(m.destination.as_deref(), Some("b"));
+    assert_eq!(m.started_at_ms, 10_000 - 1500, "start time from libvirt's elapsed time");
+    let vms = f.vms();
+    let incoming = vms.iter().find(|v| v.host == "b").unwrap();
+    assert_eq!(incoming.state, converge_api::VmState::Incoming);
+}
+
+#[test]
+fn a_migration_restored_from_the_database_keeps_its_id() {
+    let mut f = fleet();
+    let mut old = migration("m-old");
+    old.state = MigrationState::Running;
+    assert_eq!(f.restore(vec![old]), vec![("a".to_owned(), VM.to_owned())]);
+    let changes = f.apply(sample(Some(5), 300), 20_000);
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.id, "m-old");
+    assert_eq!(m.started_by.as_deref(), Some("ada"));
+}
+
+#[test]
+fn a_restored_migration_that_ended_meanwhile_is_closed_from_libvirts_record() {
+    let mut f = fleet();
+    let mut old = migration("m-old");
+    old.state = MigrationState::Running;
+    f.restore(vec![old]);
+    let changes = f.apply(
+        Report::JobEnded {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            completed: Some(stats(JobKind::Completed, &[("downtime", 12)])),
+            domain_gone: false,
+        },
+        30_000,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.id, "m-old");
+    assert_eq!(m.state, MigrationState::Completed);
+    assert_eq!(m.final_stats.as_ref().unwrap().downtime_ms, Some(12));
+    assert!(persisted(&changes));
+}
+
+#[test]
+fn post_copy_is_seen_from_the_lifecycle_event() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    let changes = f.apply(
+        Report::Lifecycle {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            event: LifecycleEvent::Suspended(7),
+        },
+        10,
+    );
+    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::PostCopy);
+}
+
+#[test]
+fn iteration_boundaries_ride_on_the_update() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    let changes = f.apply(sample(Some(2), 250), 10);
+    match &changes[0] {
+        Change::Publish(LiveEvent::Migration { iteration: Some(mark), .. }) => {
+            assert_eq!((mark.iteration, mark.mem_remaining_bytes), (2, 250));
+        }
+        other => panic!("expected a migration update with a boundary, got {other:?}"),
+    }
+    assert_eq!(f.detail("m1").unwrap().iterations.len(), 1);
+}
+
+#[test]
+fn unchanged_domain_lists_publish_nothing() {
+    let mut f = fleet();
+    let again = f.apply(
+        Report::Domains {
+            host: "a".into(),
+            domains: vec![domain(DomainState::Running)],
+        },
+        0,
+    );
+    assert!(again.is_empty());
+}

@@ -1,0 +1,219 @@
+//! The libvirt side: one worker thread per host keeps every blocking libvirt call off
+//! the async executor, reconnects with backoff, samples running migrations and turns
+//! libvirt's events into [`Report`]s for the fleet.
+
+mod sample;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use converge_libvirt::{DomainSummary, JobStats, LifecycleEvent, MigrationRequest};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use sample::{final_stats, raw_fields, sample_from};
+
+use crate::config::{Config, HostConfig};
+
+/// What a host worker tells the fleet.
+#[derive(Debug)]
+pub enum Report {
+    /// Connected, or the connection failed or dropped.
+    Connection {
+        /// Which host.
+        host: String,
+        /// Connected now?
+        connected: bool,
+        /// Why not, when not.
+        error: Option<String>,
+        /// The daemon's host name and libvirt version, when connected.
+        hostname: Option<String>,
+        /// The daemon's libvirt version, when connected.
+        libvirt_version: Option<String>,
+    },
+    /// The host's domains, listed.
+    Domains {
+        /// Which host.
+        host: String,
+        /// Every domain.
+        domains: Vec<DomainSummary>,
+    },
+    /// A job-statistics reading of an outgoing migration.
+    Sample {
+        /// Source host.
+        host: String,
+        /// The domain.
+        vm_uuid: String,
+        /// Its name.
+        vm_name: String,
+        /// The reading.
+        stats: JobStats,
+        /// When it was read.
+        at: OffsetDateTime,
+        /// Set when this reading was taken because a new pre-copy pass began.
+        iteration_started: Option<u32>,
+    },
+    /// A tracked job is no longer running.
+    JobEnded {
+        /// Source host.
+        host: String,
+        /// The domain.
+        vm_uuid: String,
+        /// The last job's statistics, if libvirt kept them (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
+        completed: Option<JobStats>,
+        /// The domain no longer exists on the source (undefined after a migration).
+        domain_gone: bool,
+    },
+    /// libvirt's job-completed event, with the final statistics.
+    JobCompleted {
+        /// The host that sent the event.
+        host: String,
+        /// The domain.
+        vm_uuid: String,
+        /// Final statistics.
+        stats: JobStats,
+    },
+    /// A lifecycle event.
+    Lifecycle {
+        /// The host that sent the event.
+        host: String,
+        /// The domain.
+        vm_uuid: String,
+        /// What happened.
+        event: LifecycleEvent,
+    },
+    /// The blocking migrate call of a migration Converge started has returned.
+    MigrateReturned {
+        /// Source host.
+        host: String,
+        /// The domain.
+        vm_uuid: String,
+        /// `Err(message)` when libvirt reported failure or abort.
+        result: Result<(), String>,
+        /// The call ended because the connection to the source dropped, so the outcome
+        /// is not known from it.
+        connection_lost: bool,
+    },
+}
+
+/// A request to a host worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Start a migration of `vm_uuid` and keep sampling it.
+    Migrate {
+        vm_uuid: String,
+        request: Box<MigrationRequest>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Abort the running job of `vm_uuid`.
+    Abort {
+        vm_uuid: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Watch `vm_uuid`'s job: sample it while it runs, report when it ends (used for
+    /// migrations that were running when the server last stopped).
+    Track { vm_uuid: String },
+}
+
+/// The handle to one host's worker.
+#[derive(Debug, Clone)]
+pub struct HostHandle {
+    /// The configuration of the host.
+    pub config: HostConfig,
+    tx: mpsc::Sender<worker::Msg>,
+}
+
+impl HostHandle {
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(worker::Msg::Command(make(reply)))
+            .map_err(|_| format!("host {} is shutting down", self.config.name))?;
+        answer
+            .await
+            .map_err(|_| format!("host {} did not answer", self.config.name))?
+    }
+
+    /// Starts a migration (returns once libvirt accepted the domain; the migration then
+    /// runs on its own thread).
+    pub async fn migrate(&self, vm_uuid: String, request: MigrationRequest) -> Result<(), String> {
+        self.ask(|reply| Command::Migrate {
+            vm_uuid,
+            request: Box::new(request),
+            reply,
+        })
+        .await
+    }
+
+    /// Aborts the domain's running job.
+    pub async fn abort(&self, vm_uuid: String) -> Result<(), String> {
+        self.ask(|reply| Command::Abort { vm_uuid, reply }).await
+    }
+
+    /// Starts watching a domain's job.
+    pub fn track(&self, vm_uuid: String) {
+        let _ = self.tx.send(worker::Msg::Command(Command::Track { vm_uuid }));
+    }
+}
+
+/// All hosts' workers, by host name.
+#[derive(Debug, Default)]
+pub struct Hypervisors {
+    hosts: BTreeMap<String, HostHandle>,
+}
+
+impl Hypervisors {
+    /// Starts one worker thread per configured host. Workers stop when `shutdown` is
+    /// cancelled.
+    pub fn start(
+        config: &Config,
+        reports: tokio_mpsc::UnboundedSender<Report>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, converge_libvirt::Error> {
+        if config.hosts.is_empty() {
+            return Ok(Self::default());
+        }
+        converge_libvirt::init()?;
+        let timing = worker::Timing {
+            sample_every: Duration::from_millis(config.sampler.interval_ms),
+            scan_every: Duration::from_millis(config.sampler.vm_refresh_ms),
+            max_backoff: Duration::from_secs(config.sampler.max_reconnect_backoff_s),
+        };
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|host| {
+                let tx = worker::spawn(host.clone(), timing, reports.clone(), shutdown.clone());
+                (
+                    host.name.clone(),
+                    HostHandle {
+                        config: host.clone(),
+                        tx,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self { hosts })
+    }
+
+    /// The host called `name`.
+    pub fn get(&self, name: &str) -> Option<&HostHandle> {
+        self.hosts.get(name)
+    }
+
+    /// Every host, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &HostHandle> {
+        self.hosts.values()
+    }
+}
+
+/// Milliseconds since the Unix epoch on `clock`.
+pub(crate) fn unix_ms_now(clock: &dyn crate::state::Clock) -> i64 {
+    sample::unix_ms(clock.now())
+}
