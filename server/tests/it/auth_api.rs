@@ -204,7 +204,17 @@ async fn login_issues_a_new_session_id() {
 async fn every_api_route_but_health_and_login_refuses_anonymous_callers() {
     let app = TestApp::new().await;
     // Every route the API serves, with the method it serves it under.
-    let protected = [(Method::GET, "/api/me"), (Method::POST, "/api/logout")];
+    let protected = [
+        (Method::GET, "/api/me"),
+        (Method::POST, "/api/logout"),
+        (Method::GET, "/api/hosts"),
+        (Method::GET, "/api/vms"),
+        (Method::GET, "/api/migrations"),
+        (Method::POST, "/api/migrations"),
+        (Method::GET, "/api/migrations/m1"),
+        (Method::POST, "/api/migrations/m1/abort"),
+        (Method::GET, "/api/events"),
+    ];
     for (method, path) in protected {
         let reply = app.send(request(method.clone(), path, None, None)).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {path}");

@@ -109,3 +109,26 @@ fn a_missing_file_says_which() {
         .to_string();
     assert!(err.contains("/nonexistent/converge.toml"), "{err}");
 }
+
+#[test]
+fn hosts_are_checked() {
+    let err = error_of("[[hosts]]\nname = \"a b\"\nuri = \"qemu:///system\"\n");
+    assert!(err.starts_with("hosts[0].name:"), "{err}");
+    let err = error_of(
+        "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\n",
+    );
+    assert!(err.starts_with("hosts[1].name:"), "{err}");
+    let err = error_of("[[hosts]]\nname = \"a\"\nuri = \"localhost\"\n");
+    assert!(err.starts_with("hosts[0].uri:"), "{err}");
+    let err = error_of("[[hosts]]\nname = \"a\"\n");
+    assert!(err.contains("missing field `uri`"), "{err}");
+}
+
+#[test]
+fn sampling_limits_are_checked() {
+    let err = error_of("[sampler]\ninterval_ms = 5\n");
+    assert_eq!(err, "sampler.interval_ms: must be between 50 and 10000");
+    let config = Config::parse("[sampler]\ninterval_ms = 250\n").unwrap();
+    assert_eq!(config.sampler.interval_ms, 250);
+    assert_eq!(config.events.replay_buffer, 4096);
+}

@@ -8,6 +8,8 @@
 mod auth_api;
 mod binary;
 mod config_file;
+mod events;
+mod fleet_api;
 mod sessions;
 mod static_files;
 mod support;

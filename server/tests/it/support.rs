@@ -50,6 +50,16 @@ password_hash = "{admin}"
 role = "admin"
 
 [[users]]
+username = "otto"
+password_hash = "{admin}"
+role = "operator"
+
+[[users]]
+username = "kiosk"
+password_hash = "{admin}"
+role = "kiosk"
+
+[[users]]
 username = "tina"
 password_hash = "{tenant}"
 role = "tenant"
@@ -190,4 +200,61 @@ impl Reply {
         let pair = set.split(';').next()?.trim().to_owned();
         pair.starts_with("converge_session=").then_some(pair)
     }
+}
+
+/// A real server for `state` on a free loopback port; stops when the handle drops.
+pub struct LiveServer {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl LiveServer {
+    pub async fn start(state: AppState) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(converge_server::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Starts graceful shutdown and waits (bounded) for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the server stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Signs in over HTTP and returns the cookie header value.
+pub async fn http_login(url: &str, username: &str, password: &str) -> String {
+    let reply = reqwest::Client::new()
+        .post(format!("{url}/api/login"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let set = reply.headers()["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
 }
