@@ -1,55 +1,75 @@
 //! The live event stream (`GET /api/events`, server-sent events).
+//!
+//! The SSE `event:` field names the kind ([`LiveEvent::name`]) and `data:` is that kind's
+//! payload as JSON, so a client parses only the one struct it expects (no tagged-enum
+//! decoding in the wasm bundle). `id:` is a sequence number to resume from with
+//! `Last-Event-ID`.
 
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Host, Vm};
 use crate::migration::{IterationMark, Migration, Sample};
 
-/// One event on the stream. The SSE `event:` field carries the variant's name, `id:` a
-/// sequence number to resume from with `Last-Event-ID`.
+/// `event: migration` — one per migration per sampling tick while it runs, and one
+/// whenever its state changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationUpdate {
+    /// The migration as it stands now.
+    pub migration: Migration,
+    /// A new sample to append to its series, if this update carries one.
+    pub sample: Option<Sample>,
+    /// A pass boundary that just happened, if any.
+    pub iteration: Option<IterationMark>,
+}
+
+/// `event: host` — a host's connection state or VM count changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostUpdate {
+    /// The host as it stands now.
+    pub host: Host,
+}
+
+/// `event: vms` — a host's VM list changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmsUpdate {
+    /// The host.
+    pub host: String,
+    /// Every VM on it.
+    pub vms: Vec<Vm>,
+}
+
+/// `event: resync` — events were missed (the viewer fell behind, or resumed from too far
+/// back): fetch the current state again over REST.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resync {
+    /// Why.
+    pub reason: String,
+}
+
+/// One event on the stream; serializes as its payload alone.
 // Built and moved a few times per tick; boxing the big variant would only add allocations.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum LiveEvent {
-    /// A migration changed: one per migration per sampling tick while it runs, and one
-    /// when it ends.
-    Migration {
-        /// The migration as it stands now.
-        migration: Migration,
-        /// A new sample to append to its series, if this update carries one.
-        sample: Option<Sample>,
-        /// A pass boundary that just happened, if any.
-        iteration: Option<IterationMark>,
-    },
-    /// A host's connection state changed.
-    Host {
-        /// The host as it stands now.
-        host: Host,
-    },
-    /// A host's VM list changed.
-    Vms {
-        /// The host.
-        host: String,
-        /// Every VM on it.
-        vms: Vec<Vm>,
-    },
-    /// Events were missed (the viewer fell behind, or resumed from too far back): fetch
-    /// the current state again over REST.
-    Resync {
-        /// Why.
-        reason: String,
-    },
+    /// See [`MigrationUpdate`].
+    Migration(MigrationUpdate),
+    /// See [`HostUpdate`].
+    Host(HostUpdate),
+    /// See [`VmsUpdate`].
+    Vms(VmsUpdate),
+    /// See [`Resync`].
+    Resync(Resync),
 }
 
 impl LiveEvent {
     /// The SSE `event:` name of this event.
     pub fn name(&self) -> &'static str {
         match self {
-            LiveEvent::Migration { .. } => "migration",
-            LiveEvent::Host { .. } => "host",
-            LiveEvent::Vms { .. } => "vms",
-            LiveEvent::Resync { .. } => "resync",
+            LiveEvent::Migration(_) => "migration",
+            LiveEvent::Host(_) => "host",
+            LiveEvent::Vms(_) => "vms",
+            LiveEvent::Resync(_) => "resync",
         }
     }
 }

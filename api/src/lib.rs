@@ -10,9 +10,9 @@ mod fleet;
 mod migration;
 
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
-pub use events::LiveEvent;
+pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate};
 pub use fleet::{Host, HostState, Vm, VmState};
 pub use migration::{
-    FinalStats, IterationMark, Migration, MigrationDetail, MigrationState, Sample,
-    StartMigration, XbzrleStats,
+    FinalStats, IterationMark, Migration, MigrationDetail, MigrationState, Sample, StartMigration,
+    XbzrleStats,
 };

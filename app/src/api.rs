@@ -5,9 +5,13 @@
 
 use std::fmt;
 
-use converge_api::{ErrorBody, LoginRequest, Me};
+use converge_api::LiveEvent;
+use converge_api::{
+    ErrorBody, Host, LoginRequest, Me, Migration, MigrationDetail, StartMigration, Vm,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{RequestCredentials, RequestInit, Response};
@@ -53,6 +57,36 @@ pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
 /// `POST /api/logout`.
 pub async fn logout() -> Result<(), ApiError> {
     request("POST", "/api/logout", None).await.map(drop)
+}
+
+/// `GET /api/hosts`.
+pub async fn hosts() -> Result<Vec<Host>, ApiError> {
+    json(request("GET", "/api/hosts", None).await?)
+}
+
+/// `GET /api/vms`.
+pub async fn vms() -> Result<Vec<Vm>, ApiError> {
+    json(request("GET", "/api/vms", None).await?)
+}
+
+/// `GET /api/migrations`.
+pub async fn migrations() -> Result<Vec<Migration>, ApiError> {
+    json(request("GET", "/api/migrations", None).await?)
+}
+
+/// `GET /api/migrations/{id}`: one migration with its series.
+pub async fn migration(id: &str) -> Result<MigrationDetail, ApiError> {
+    json(request("GET", &format!("/api/migrations/{id}"), None).await?)
+}
+
+/// `POST /api/migrations`.
+pub async fn start_migration(body: &StartMigration) -> Result<Migration, ApiError> {
+    json(request("POST", "/api/migrations", Some(to_json(body)?)).await?)
+}
+
+/// `POST /api/migrations/{id}/abort`.
+pub async fn abort_migration(id: &str) -> Result<Migration, ApiError> {
+    json(request("POST", &format!("/api/migrations/{id}/abort"), None).await?)
 }
 
 fn to_json(body: &impl Serialize) -> Result<String, ApiError> {
@@ -114,4 +148,100 @@ fn js_error(err: JsValue) -> ApiError {
             })
             .unwrap_or_else(|| "network error".into()),
     )
+}
+
+/// The live event stream (`GET /api/events`), open until dropped. The browser's
+/// EventSource reconnects by itself and resumes with `Last-Event-ID`.
+pub struct EventStream {
+    source: web_sys::EventSource,
+    _listeners: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+}
+
+/// What the stream is doing, for the "live" indicator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Connecting or reconnecting.
+    Connecting,
+    /// Receiving.
+    Live,
+    /// Closed for good (e.g. the session ended): the caller decides what next.
+    Closed,
+}
+
+impl EventStream {
+    /// Opens the stream; `on_event` gets every event, `on_state` every state change.
+    pub fn open(
+        on_event: impl Fn(LiveEvent) + 'static,
+        on_state: impl Fn(StreamState) + 'static,
+    ) -> Result<Self, ApiError> {
+        let source = web_sys::EventSource::new("/api/events").map_err(js_error)?;
+        let on_event = std::rc::Rc::new(on_event);
+        let on_state = std::rc::Rc::new(on_state);
+        let mut listeners = Vec::new();
+        for name in ["migration", "host", "vms", "resync"] {
+            let on_event = on_event.clone();
+            let listener =
+                Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+                    let data = event
+                        .dyn_ref::<web_sys::MessageEvent>()
+                        .and_then(|m| m.data().as_string());
+                    if let Some(parsed) = data.and_then(|d| parse_event(name, &d)) {
+                        on_event(parsed);
+                    }
+                });
+            source
+                .add_event_listener_with_callback(name, listener.as_ref().unchecked_ref())
+                .map_err(js_error)?;
+            listeners.push(listener);
+        }
+        let opened = on_state.clone();
+        let open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| opened(StreamState::Live));
+        source
+            .add_event_listener_with_callback("open", open.as_ref().unchecked_ref())
+            .map_err(js_error)?;
+        listeners.push(open);
+        let errored = on_state;
+        let watched = source.clone();
+        let error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            // CLOSED (2): the browser gave up (e.g. a 401); otherwise it is retrying.
+            errored(if watched.ready_state() == 2 {
+                StreamState::Closed
+            } else {
+                StreamState::Connecting
+            });
+        });
+        source
+            .add_event_listener_with_callback("error", error.as_ref().unchecked_ref())
+            .map_err(js_error)?;
+        listeners.push(error);
+        Ok(Self {
+            source,
+            _listeners: listeners,
+        })
+    }
+}
+
+/// Parses an event's payload by its SSE name: one struct per name, no tagged decoding.
+fn parse_event(name: &str, data: &str) -> Option<LiveEvent> {
+    match name {
+        "migration" => serde_json::from_str(data).ok().map(LiveEvent::Migration),
+        "host" => serde_json::from_str(data).ok().map(LiveEvent::Host),
+        "vms" => serde_json::from_str(data).ok().map(LiveEvent::Vms),
+        "resync" => serde_json::from_str(data).ok().map(LiveEvent::Resync),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("ready_state", &self.source.ready_state())
+            .finish()
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.source.close();
+    }
 }

@@ -1,3 +1,6 @@
 //! Pieces shared by several pages.
 
+pub mod chart;
 pub mod header;
+pub mod migration_card;
+pub mod start_dialog;

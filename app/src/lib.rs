@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod components;
+pub mod format;
+pub mod live;
 pub mod pages;
 pub mod route;
 

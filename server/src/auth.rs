@@ -16,7 +16,7 @@ use converge_api::{LoginRequest, Me};
 use tower_sessions::Session;
 
 pub use client_addr::ClientAddr;
-pub use permissions::{allows, Operate, Permission, Require, ViewFleet};
+pub use permissions::{Operate, Permission, Require, ViewFleet, allows};
 pub use principal::Principal;
 pub use throttle::LoginThrottle;
 pub use users::{User, UserDirectory, hash_password};

@@ -4,15 +4,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use axum::Router;
-use converge_api::{LiveEvent, Role};
+use converge_api::{LiveEvent, Resync, Role};
 use futures_util::stream::{self, Stream, StreamExt};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use crate::auth::Principal;
 use crate::hub::{Hub, Published};
@@ -36,9 +36,8 @@ async fn events(
     let stream = viewer_stream(&state.hub, role, last_seen)
         // Streams end when shutdown starts, or graceful shutdown would wait forever.
         .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(stream).keep_alive(
-        KeepAlive::new().interval(Duration::from_secs(state.config.events.keepalive_s)),
-    )
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(state.config.events.keepalive_s)))
 }
 
 /// One viewer's events: a resync notice if it resumed from too far back, the buffered
@@ -81,9 +80,9 @@ fn to_event(published: &Arc<Published>, role: Role) -> Option<Event> {
 
 /// A resync carries no id: the viewer's `Last-Event-ID` stays at the last real event.
 fn resync_event(reason: &str) -> Event {
-    let event = LiveEvent::Resync {
+    let event = LiveEvent::Resync(Resync {
         reason: reason.to_owned(),
-    };
+    });
     let json = serde_json::to_string(&event).unwrap_or_else(|_| "{\"type\":\"resync\"}".into());
     Event::default().event("resync").data(json)
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use converge_api::Migration;
 use tokio::sync::{mpsc, oneshot};
 
-pub use state::{new_id, Change, FleetState, Refusal, StartPlan};
+pub use state::{Change, FleetState, Refusal, StartPlan, new_id};
 
 use crate::hub::{Audience, Hub};
 use crate::hypervisor::Report;

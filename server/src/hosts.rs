@@ -1,8 +1,8 @@
 //! `GET /api/hosts` and `GET /api/vms`.
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::Router;
 use converge_api::{Host, Vm};
 
 use crate::auth::{Principal, Require, ViewFleet};

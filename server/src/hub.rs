@@ -154,9 +154,9 @@ mod tests {
     use super::*;
 
     fn event(n: u32) -> LiveEvent {
-        LiveEvent::Resync {
+        LiveEvent::Resync(converge_api::Resync {
             reason: format!("test {n}"),
-        }
+        })
     }
 
     #[test]

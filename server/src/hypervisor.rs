@@ -55,6 +55,8 @@ pub enum Report {
         at: OffsetDateTime,
         /// Set when this reading was taken because a new pre-copy pass began.
         iteration_started: Option<u32>,
+        /// The downtime limit libvirt reports for the migration, ms.
+        downtime_limit_ms: Option<u64>,
     },
     /// A tracked job is no longer running.
     JobEnded {
@@ -158,7 +160,9 @@ impl HostHandle {
 
     /// Starts watching a domain's job.
     pub fn track(&self, vm_uuid: String) {
-        let _ = self.tx.send(worker::Msg::Command(Command::Track { vm_uuid }));
+        let _ = self
+            .tx
+            .send(worker::Msg::Command(Command::Track { vm_uuid }));
     }
 }
 

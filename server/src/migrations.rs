@@ -1,15 +1,15 @@
 //! `/api/migrations`: list, detail, start, abort.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::Router;
 use converge_api::{Migration, MigrationDetail, MigrationState, StartMigration};
 use converge_libvirt::MigrationRequest;
 
 use crate::auth::{Operate, Principal, Require};
 use crate::error::{ApiError, Json};
-use crate::fleet::{new_id, Fleet};
+use crate::fleet::{Fleet, new_id};
 use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 
@@ -69,7 +69,10 @@ async fn start(
         state.hypervisors.get(&plan.source),
         state.hypervisors.get(&plan.destination),
     ) else {
-        return Err(ApiError::internal("start migration", "planned host has no worker"));
+        return Err(ApiError::internal(
+            "start migration",
+            "planned host has no worker",
+        ));
     };
     let migration = Migration {
         id: new_id(),
@@ -88,7 +91,9 @@ async fn start(
         final_stats: None,
         error: None,
     };
-    state.fleet.update(|fleet, _| fleet.begin(migration.clone()))?;
+    state
+        .fleet
+        .update(|fleet, _| fleet.begin(migration.clone()))?;
     // On disk before libvirt is asked: a crash from here on leaves a record to finish.
     if let Err(err) = state.fleet.persist_now(migration.clone()).await {
         let id = migration.id.clone();
@@ -113,7 +118,9 @@ async fn start(
         state
             .fleet
             .update(|fleet, now| fleet.start_failed(&id, message.clone(), now));
-        return Err(ApiError::Conflict(format!("libvirt refused to start the migration: {message}")));
+        return Err(ApiError::Conflict(format!(
+            "libvirt refused to start the migration: {message}"
+        )));
     }
     let current = state.fleet.read().migration(&migration.id).cloned();
     Ok((StatusCode::CREATED, Json(current.unwrap_or(migration))))
@@ -126,7 +133,10 @@ async fn abort(
 ) -> Result<(StatusCode, Json<Migration>), ApiError> {
     let (source, vm_uuid) = state.fleet.modify(|fleet| fleet.request_abort(&id))?;
     let Some(host) = state.hypervisors.get(&source) else {
-        return Err(ApiError::internal("abort migration", "source host has no worker"));
+        return Err(ApiError::internal(
+            "abort migration",
+            "source host has no worker",
+        ));
     };
     tracing::info!(migration = %id, user = %principal.user.username, "aborting a migration");
     host.abort(vm_uuid)

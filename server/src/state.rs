@@ -14,7 +14,7 @@ use crate::auth::{LoginThrottle, UserDirectory};
 use crate::config::Config;
 use crate::fleet::{Fleet, FleetState};
 use crate::hub::Hub;
-use crate::hypervisor::{unix_ms_now, Hypervisors};
+use crate::hypervisor::{Hypervisors, unix_ms_now};
 use crate::store;
 
 /// Password checks allowed at once. Each argon2 check holds ~19 MiB and a core for tens of

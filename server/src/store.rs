@@ -46,7 +46,8 @@ pub async fn delete_all_sessions(pool: &SqlitePool) -> Result<u64, sqlx::Error> 
 
 /// Inserts or updates a migration's row.
 pub async fn save_migration(pool: &SqlitePool, migration: &Migration) -> Result<(), sqlx::Error> {
-    let summary = serde_json::to_string(migration).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    let summary =
+        serde_json::to_string(migration).map_err(|err| sqlx::Error::Encode(err.into()))?;
     sqlx::query(
         "INSERT INTO migrations (id, vm_uuid, vm_name, source, destination, state, \
              started_at_ms, ended_at_ms, started_by, summary_json) \
@@ -84,7 +85,10 @@ pub async fn active_migrations(pool: &SqlitePool) -> Result<Vec<Migration>, sqlx
 }
 
 /// Every migration of the database, newest first (at most `limit`).
-pub async fn recent_migrations(pool: &SqlitePool, limit: i64) -> Result<Vec<Migration>, sqlx::Error> {
+pub async fn recent_migrations(
+    pool: &SqlitePool,
+    limit: i64,
+) -> Result<Vec<Migration>, sqlx::Error> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT summary_json FROM migrations ORDER BY started_at_ms DESC LIMIT ?")
             .bind(limit)

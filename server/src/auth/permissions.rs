@@ -82,14 +82,22 @@ mod tests {
     #[test]
     fn only_admins_and_operators_operate() {
         for role in Role::ALL {
-            assert_eq!(allows(role, Permission::Operate), role.can_operate(), "{role}");
+            assert_eq!(
+                allows(role, Permission::Operate),
+                role.can_operate(),
+                "{role}"
+            );
         }
     }
 
     #[test]
     fn tenants_do_not_view_the_fleet() {
         for role in Role::ALL {
-            assert_eq!(allows(role, Permission::ViewFleet), role.sees_whole_fleet(), "{role}");
+            assert_eq!(
+                allows(role, Permission::ViewFleet),
+                role.sees_whole_fleet(),
+                "{role}"
+            );
         }
     }
 }

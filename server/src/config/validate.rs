@@ -101,8 +101,18 @@ impl Config {
         let sampler = &self.sampler;
         in_range("sampler.interval_ms", sampler.interval_ms, 50, 10_000)?;
         in_range("sampler.vm_refresh_ms", sampler.vm_refresh_ms, 200, 60_000)?;
-        in_range("sampler.max_reconnect_backoff_s", sampler.max_reconnect_backoff_s, 1, 3600)?;
-        in_range("events.replay_buffer", self.events.replay_buffer as u64, 16, 1_000_000)?;
+        in_range(
+            "sampler.max_reconnect_backoff_s",
+            sampler.max_reconnect_backoff_s,
+            1,
+            3600,
+        )?;
+        in_range(
+            "events.replay_buffer",
+            self.events.replay_buffer as u64,
+            16,
+            1_000_000,
+        )?;
         in_range("events.keepalive_s", self.events.keepalive_s, 1, 300)?;
         self.validate_users()?;
         self.validate_hosts()
@@ -195,7 +205,10 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigErr
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(field, format!("must be between {min} and {max}")))
+        Err(ConfigError::invalid(
+            field,
+            format!("must be between {min} and {max}"),
+        ))
     }
 }
 

@@ -60,7 +60,9 @@ impl MigrationRecord {
             if mark.iteration >= 2 {
                 self.best_boundary_remaining = Some(
                     self.best_boundary_remaining
-                        .map_or(mark.mem_remaining_bytes, |b| b.min(mark.mem_remaining_bytes)),
+                        .map_or(mark.mem_remaining_bytes, |b| {
+                            b.min(mark.mem_remaining_bytes)
+                        }),
                 );
             }
         }

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use converge_api::{
-    Host, HostState, LiveEvent, Migration, MigrationDetail, MigrationState, Vm, VmState,
+    Host, HostState, HostUpdate, LiveEvent, Migration, MigrationDetail, MigrationState,
+    MigrationUpdate, Vm, VmState, VmsUpdate,
 };
 use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent};
 
 use super::record::MigrationRecord;
-use crate::hypervisor::{final_stats, raw_fields, sample_from, Report};
+use crate::hypervisor::{Report, final_stats, raw_fields, sample_from};
 
 /// Finished migrations kept in memory for the fleet page.
 const KEEP_FINISHED: usize = 100;
@@ -166,7 +167,9 @@ impl FleetState {
                     .map(|d| (e.host.name.clone(), d))
             })
             .ok_or_else(|| {
-                Refusal::NotFound(format!("no running VM with UUID {vm_uuid} on any connected host"))
+                Refusal::NotFound(format!(
+                    "no running VM with UUID {vm_uuid} on any connected host"
+                ))
             })?;
         if let Some(id) = self.active_by_vm.get(vm_uuid) {
             return Err(Refusal::Conflict(format!(
@@ -213,8 +216,10 @@ impl FleetState {
         }
         let mut record = MigrationRecord::new(migration);
         record.call_in_flight = true;
-        self.active_by_vm
-            .insert(record.migration.vm_uuid.clone(), record.migration.id.clone());
+        self.active_by_vm.insert(
+            record.migration.vm_uuid.clone(),
+            record.migration.id.clone(),
+        );
         let id = record.migration.id.clone();
         self.migrations.insert(id.clone(), record);
         Ok(self.changed(&id, None, true))
@@ -238,7 +243,10 @@ impl FleetState {
             )));
         }
         record.abort_requested = true;
-        Ok((record.migration.source.clone(), record.migration.vm_uuid.clone()))
+        Ok((
+            record.migration.source.clone(),
+            record.migration.vm_uuid.clone(),
+        ))
     }
 
     // ---- reports ----
@@ -261,6 +269,7 @@ impl FleetState {
                 stats,
                 at,
                 iteration_started,
+                downtime_limit_ms,
             } => {
                 let Some(id) = self.ensure_record(&host, &vm_uuid, &vm_name, &stats, now_ms) else {
                     return Vec::new();
@@ -271,20 +280,27 @@ impl FleetState {
                     return Vec::new();
                 };
                 let was = record.migration.state;
+                if downtime_limit_ms.is_some() {
+                    record.migration.downtime_limit_ms = downtime_limit_ms;
+                }
                 let mark = record.add_sample(sample.clone(), raw_fields(&stats), iteration_started);
                 if record.migration.destination.is_none() {
                     record.migration.destination = incoming;
                 }
                 let persist = was != self.migrations[&id].migration.state;
                 let mut changes = self.changed(&id, Some(sample), persist);
-                if let (Some(mark), Some(Change::Publish(LiveEvent::Migration { iteration, .. }))) =
+                if let (Some(mark), Some(Change::Publish(LiveEvent::Migration(update)))) =
                     (mark, changes.first_mut())
                 {
-                    *iteration = Some(mark);
+                    update.iteration = Some(mark);
                 }
                 changes
             }
-            Report::JobCompleted { host, vm_uuid, stats } => {
+            Report::JobCompleted {
+                host,
+                vm_uuid,
+                stats,
+            } => {
                 let Some(id) = self.latest_from(&host, &vm_uuid) else {
                     return Vec::new();
                 };
@@ -305,7 +321,11 @@ impl FleetState {
                 result,
                 connection_lost,
             } => self.migrate_returned(&host, &vm_uuid, result, connection_lost, now_ms),
-            Report::Lifecycle { host, vm_uuid, event } => {
+            Report::Lifecycle {
+                host,
+                vm_uuid,
+                event,
+            } => {
                 let id = self.active_by_vm.get(&vm_uuid).cloned();
                 match (id, event) {
                     (Some(id), LifecycleEvent::Suspended(SUSPENDED_POSTCOPY))
@@ -353,7 +373,9 @@ impl FleetState {
         if unchanged {
             return Vec::new();
         }
-        vec![Change::Publish(LiveEvent::Host { host: h.clone() })]
+        vec![Change::Publish(LiveEvent::Host(HostUpdate {
+            host: h.clone(),
+        }))]
     }
 
     fn domains(&mut self, host: &str, domains: Vec<DomainSummary>) -> Vec<Change> {
@@ -367,11 +389,11 @@ impl FleetState {
         entry.host.vm_count = entry.domains.len();
         let (host_view, domains) = (entry.host.clone(), entry.domains.clone());
         vec![
-            Change::Publish(LiveEvent::Host { host: host_view }),
-            Change::Publish(LiveEvent::Vms {
+            Change::Publish(LiveEvent::Host(HostUpdate { host: host_view })),
+            Change::Publish(LiveEvent::Vms(VmsUpdate {
                 host: host.to_owned(),
                 vms: self.vms_of(host, &domains),
-            }),
+            })),
         ]
     }
 
@@ -441,7 +463,8 @@ impl FleetState {
         };
         let id = migration.id.clone();
         self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
-        self.migrations.insert(id.clone(), MigrationRecord::new(migration));
+        self.migrations
+            .insert(id.clone(), MigrationRecord::new(migration));
         Some(id)
     }
 
@@ -534,9 +557,12 @@ impl FleetState {
             Ok(()) => self.finish(&id, MigrationState::Completed, None, now_ms),
             // The source's daemon went away mid-call: the job's fate is read on reconnect.
             Err(_) if connection_lost => Vec::new(),
-            Err(_) if record.abort_requested => {
-                self.finish(&id, MigrationState::Aborted, Some("aborted on request".into()), now_ms)
-            }
+            Err(_) if record.abort_requested => self.finish(
+                &id,
+                MigrationState::Aborted,
+                Some("aborted on request".into()),
+                now_ms,
+            ),
             Err(message) => self.finish(&id, MigrationState::Failed, Some(message), now_ms),
         }
     }
@@ -573,15 +599,20 @@ impl FleetState {
         self.changed(id, None, true)
     }
 
-    fn changed(&self, id: &str, sample: Option<converge_api::Sample>, persist: bool) -> Vec<Change> {
+    fn changed(
+        &self,
+        id: &str,
+        sample: Option<converge_api::Sample>,
+        persist: bool,
+    ) -> Vec<Change> {
         let Some(record) = self.migrations.get(id) else {
             return Vec::new();
         };
-        let mut changes = vec![Change::Publish(LiveEvent::Migration {
+        let mut changes = vec![Change::Publish(LiveEvent::Migration(MigrationUpdate {
             migration: record.migration.clone(),
             sample,
             iteration: None,
-        })];
+        }))];
         if persist {
             changes.push(Change::Persist(record.migration.clone()));
         }

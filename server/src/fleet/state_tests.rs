@@ -1,6 +1,6 @@
 //! The fleet's state machine, driven by synthetic host reports.
 
-use converge_api::{HostState, LiveEvent, Migration, MigrationState};
+use converge_api::{HostState, LiveEvent, Migration, MigrationState, MigrationUpdate};
 use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent, ParamValue};
 use time::OffsetDateTime;
 
@@ -73,6 +73,7 @@ fn sample(iteration: Option<u32>, remaining: u64) -> Report {
         ),
         at: OffsetDateTime::UNIX_EPOCH,
         iteration_started: iteration,
+        downtime_limit_ms: Some(300),
     }
 }
 
@@ -98,7 +99,7 @@ fn migration(id: &str) -> Migration {
 
 fn published_migration(changes: &[Change]) -> Option<&Migration> {
     changes.iter().find_map(|c| match c {
-        Change::Publish(LiveEvent::Migration { migration, .. }) => Some(migration),
+        Change::Publish(LiveEvent::Migration(update)) => Some(&update.migration),
         _ => None,
     })
 }
@@ -110,10 +111,16 @@ fn persisted(changes: &[Change]) -> bool {
 #[test]
 fn a_start_is_checked_against_the_fleet() {
     let mut f = fleet();
-    assert!(matches!(f.plan_start("nope", "b"), Err(Refusal::NotFound(_))));
+    assert!(matches!(
+        f.plan_start("nope", "b"),
+        Err(Refusal::NotFound(_))
+    ));
     assert!(matches!(f.plan_start(VM, "a"), Err(Refusal::Invalid(_))));
     let err = f.plan_start(VM, "c").unwrap_err();
-    assert_eq!(err, Refusal::NotFound("no host called \"c\"; hosts are: a, b".into()));
+    assert_eq!(
+        err,
+        Refusal::NotFound("no host called \"c\"; hosts are: a, b".into())
+    );
     let plan = f.plan_start(VM, "b").unwrap();
     assert_eq!((plan.source.as_str(), plan.vm_name.as_str()), ("a", "web1"));
 
@@ -137,7 +144,10 @@ fn a_vm_cannot_be_migrated_twice_at_once() {
     let changes = f.begin(migration("m1")).unwrap();
     assert!(persisted(&changes));
     assert!(matches!(f.plan_start(VM, "b"), Err(Refusal::Conflict(_))));
-    assert!(matches!(f.begin(migration("m2")), Err(Refusal::Conflict(_))));
+    assert!(matches!(
+        f.begin(migration("m2")),
+        Err(Refusal::Conflict(_))
+    ));
 }
 
 #[test]
@@ -149,10 +159,16 @@ fn samples_run_a_started_migration_and_the_call_completes_it() {
     assert_eq!(m.state, MigrationState::Running);
     assert!(persisted(&changes), "the state change is persisted");
     let changes = f.apply(sample(None, 500), 600);
-    assert!(!persisted(&changes), "plain samples are not written every tick");
+    assert!(
+        !persisted(&changes),
+        "plain samples are not written every tick"
+    );
     assert!(matches!(
         &changes[0],
-        Change::Publish(LiveEvent::Migration { sample: Some(_), .. })
+        Change::Publish(LiveEvent::Migration(MigrationUpdate {
+            sample: Some(_),
+            ..
+        }))
     ));
 
     // While the call is in flight, a "no job" reading does not end it.
@@ -186,7 +202,10 @@ fn samples_run_a_started_migration_and_the_call_completes_it() {
         Report::JobCompleted {
             host: "a".into(),
             vm_uuid: VM.into(),
-            stats: stats(JobKind::Completed, &[("downtime", 33), ("time_elapsed", 2700)]),
+            stats: stats(
+                JobKind::Completed,
+                &[("downtime", 33), ("time_elapsed", 2700)],
+            ),
         },
         900,
     );
@@ -210,7 +229,10 @@ fn an_abort_request_turns_a_failed_call_into_aborted() {
         },
         50,
     );
-    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::Aborted);
+    assert_eq!(
+        published_migration(&changes).unwrap().state,
+        MigrationState::Aborted
+    );
     assert!(matches!(f.request_abort("m1"), Err(Refusal::Conflict(_))));
     assert!(matches!(f.request_abort("zzz"), Err(Refusal::NotFound(_))));
     // The VM is free to be migrated again.
@@ -262,7 +284,10 @@ fn a_lost_connection_leaves_the_outcome_to_the_job_itself() {
         },
         300,
     );
-    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::Aborted);
+    assert_eq!(
+        published_migration(&changes).unwrap().state,
+        MigrationState::Aborted
+    );
 }
 
 #[test]
@@ -280,7 +305,11 @@ fn a_migration_found_running_is_adopted_and_placed() {
     assert_eq!(m.state, MigrationState::Running);
     assert_eq!(m.started_by, None);
     assert_eq!(m.destination.as_deref(), Some("b"));
-    assert_eq!(m.started_at_ms, 10_000 - 1500, "start time from libvirt's elapsed time");
+    assert_eq!(
+        m.started_at_ms,
+        10_000 - 1500,
+        "start time from libvirt's elapsed time"
+    );
     let vms = f.vms();
     let incoming = vms.iter().find(|v| v.host == "b").unwrap();
     assert_eq!(incoming.state, converge_api::VmState::Incoming);
@@ -332,7 +361,10 @@ fn post_copy_is_seen_from_the_lifecycle_event() {
         },
         10,
     );
-    assert_eq!(published_migration(&changes).unwrap().state, MigrationState::PostCopy);
+    assert_eq!(
+        published_migration(&changes).unwrap().state,
+        MigrationState::PostCopy
+    );
 }
 
 #[test]
@@ -341,7 +373,10 @@ fn iteration_boundaries_ride_on_the_update() {
     f.begin(migration("m1")).unwrap();
     let changes = f.apply(sample(Some(2), 250), 10);
     match &changes[0] {
-        Change::Publish(LiveEvent::Migration { iteration: Some(mark), .. }) => {
+        Change::Publish(LiveEvent::Migration(MigrationUpdate {
+            iteration: Some(mark),
+            ..
+        })) => {
             assert_eq!((mark.iteration, mark.mem_remaining_bytes), (2, 250));
         }
         other => panic!("expected a migration update with a boundary, got {other:?}"),

@@ -14,13 +14,15 @@ pub fn sample_from(stats: &JobStats, at: OffsetDateTime) -> Sample {
     let page_size_bytes = stats.u64("memory_page_size").unwrap_or(DEFAULT_PAGE_SIZE);
     let dirty_rate_pages_per_s = u("memory_dirty_rate");
     // xbzrle counters appear only when the migration was started with compression.
-    let xbzrle = stats.u64("compression_cache").map(|cache_bytes| XbzrleStats {
-        cache_bytes,
-        bytes: u("compression_bytes"),
-        pages: u("compression_pages"),
-        cache_misses: u("compression_cache_misses"),
-        overflow: u("compression_overflow"),
-    });
+    let xbzrle = stats
+        .u64("compression_cache")
+        .map(|cache_bytes| XbzrleStats {
+            cache_bytes,
+            bytes: u("compression_bytes"),
+            pages: u("compression_pages"),
+            cache_misses: u("compression_cache_misses"),
+            overflow: u("compression_overflow"),
+        });
     Sample {
         at_ms: unix_ms(at),
         elapsed_ms: u("time_elapsed"),
@@ -140,7 +142,10 @@ mod tests {
         );
         assert_eq!(s.dirty_rate_bytes_per_s, 40_960);
         let x = s.xbzrle.unwrap();
-        assert_eq!((x.cache_bytes, x.pages, x.cache_misses), (64 << 20, 1000, 250));
+        assert_eq!(
+            (x.cache_bytes, x.pages, x.cache_misses),
+            (64 << 20, 1000, 250)
+        );
         assert_eq!(s.throttle_pct, Some(40));
     }
 

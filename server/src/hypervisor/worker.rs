@@ -140,7 +140,9 @@ impl Worker {
         let mut conn = Connection::open(&self.config.uri)?;
         let closed = self.tx.clone();
         conn.on_close(move |reason| {
-            let _ = closed.send(Msg::Closed(format!("libvirt closed the connection ({reason:?})")));
+            let _ = closed.send(Msg::Closed(format!(
+                "libvirt closed the connection ({reason:?})"
+            )));
         })?;
         let events = self.tx.clone();
         let subscription = conn.subscribe(move |event| {
@@ -252,7 +254,11 @@ impl Worker {
             if let Some(stats) = stats.filter(is_outgoing_migration) {
                 tracing::info!(host = %self.config.name, vm = %domain.name, "found a running migration");
                 self.tracked.insert(domain.uuid.clone());
-                self.report_sample(&domain.uuid, &domain.name, stats, None);
+                let limit = conn
+                    .domain(&domain.uuid)
+                    .and_then(|d| d.max_downtime_ms())
+                    .ok();
+                self.report_sample(&domain.uuid, &domain.name, stats, None, limit);
             }
         }
         self.report(Report::Domains {
@@ -287,7 +293,8 @@ impl Worker {
         match domain.job_stats(false) {
             Ok(Some(stats)) if stats.kind.is_active() => {
                 let name = domain.name().unwrap_or_default();
-                self.report_sample(uuid, &name, stats, iteration_started);
+                let limit = domain.max_downtime_ms().ok();
+                self.report_sample(uuid, &name, stats, iteration_started, limit);
             }
             Ok(_) => {
                 // Between our migrate call and QEMU starting the job there is no job yet:
@@ -317,7 +324,9 @@ impl Worker {
                 false
             }
             DomainEventKind::JobCompleted(stats) => {
-                if stats.i64("operation") == Some(OPERATION_MIGRATION_OUT) || stats.get("operation").is_none() {
+                if stats.i64("operation") == Some(OPERATION_MIGRATION_OUT)
+                    || stats.get("operation").is_none()
+                {
                     self.report(Report::JobCompleted {
                         host,
                         vm_uuid: event.uuid,
@@ -372,7 +381,8 @@ impl Worker {
                     Err(err) => {
                         self.in_flight.remove(&vm_uuid);
                         self.tracked.remove(&vm_uuid);
-                        let _ = reply.send(Err(format!("cannot start the migration thread: {err}")));
+                        let _ =
+                            reply.send(Err(format!("cannot start the migration thread: {err}")));
                     }
                 }
             }
@@ -420,7 +430,14 @@ impl Worker {
         });
     }
 
-    fn report_sample(&self, uuid: &str, name: &str, stats: JobStats, iteration_started: Option<u32>) {
+    fn report_sample(
+        &self,
+        uuid: &str,
+        name: &str,
+        stats: JobStats,
+        iteration_started: Option<u32>,
+        downtime_limit_ms: Option<u64>,
+    ) {
         self.report(Report::Sample {
             host: self.config.name.clone(),
             vm_uuid: uuid.to_owned(),
@@ -428,6 +445,7 @@ impl Worker {
             stats,
             at: OffsetDateTime::now_utc(),
             iteration_started,
+            downtime_limit_ms,
         });
     }
 

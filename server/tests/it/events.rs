@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use converge_api::LiveEvent;
+use converge_api::{LiveEvent, Resync};
 use converge_server::hub::Audience;
 use futures_util::StreamExt;
 
-use crate::support::{http_login, LiveServer, TestApp, ADMIN_PASSWORD, TENANT_PASSWORD};
+use crate::support::{ADMIN_PASSWORD, LiveServer, TENANT_PASSWORD, TestApp, http_login};
 
 /// One parsed server-sent event.
 #[derive(Debug, Default, Clone)]
@@ -24,7 +24,11 @@ struct SseReader {
 }
 
 impl SseReader {
-    async fn open(url: &str, cookie: &str, last_event_id: Option<u64>) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Self) {
+    async fn open(
+        url: &str,
+        cookie: &str,
+        last_event_id: Option<u64>,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Self) {
         let mut request = reqwest::Client::new()
             .get(format!("{url}/api/events"))
             .header("cookie", cookie)
@@ -65,15 +69,16 @@ impl SseReader {
             let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
                 .await
                 .expect("an event within 10 s")?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
         }
     }
 }
 
 fn resync(n: u32) -> LiveEvent {
-    LiveEvent::Resync {
+    LiveEvent::Resync(Resync {
         reason: format!("marker {n}"),
-    }
+    })
 }
 
 async fn server() -> (TestApp, LiveServer) {
@@ -85,7 +90,9 @@ async fn server() -> (TestApp, LiveServer) {
 #[tokio::test]
 async fn anonymous_viewers_are_refused() {
     let (_app, server) = server().await;
-    let reply = reqwest::get(format!("{}/api/events", server.url)).await.unwrap();
+    let reply = reqwest::get(format!("{}/api/events", server.url))
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 401);
     server.stop().await;
 }
@@ -97,7 +104,10 @@ async fn events_arrive_uncompressed_with_ids() {
     let (status, headers, mut reader) = SseReader::open(&server.url, &cookie, None).await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
-    assert!(headers.get("content-encoding").is_none(), "SSE must not be compressed");
+    assert!(
+        headers.get("content-encoding").is_none(),
+        "SSE must not be compressed"
+    );
     let first = app.state.hub.next_seq();
     app.state.hub.publish(Audience::Fleet, &resync(1));
     let event = reader.next().await.unwrap();
@@ -156,9 +166,9 @@ async fn a_viewer_that_falls_behind_is_told_to_resync_not_dropped() {
     for n in 1..=2000 {
         app.state.hub.publish(
             Audience::Fleet,
-            &LiveEvent::Resync {
+            &LiveEvent::Resync(Resync {
                 reason: format!("marker {n} {big}"),
-            },
+            }),
         );
     }
     let mut saw_lag_notice = false;
@@ -173,7 +183,10 @@ async fn a_viewer_that_falls_behind_is_told_to_resync_not_dropped() {
         }
     }
     assert!(saw_lag_notice, "the slow viewer was told it missed events");
-    assert_eq!(last_marker, 2000, "and the stream carried on to the newest event");
+    assert_eq!(
+        last_marker, 2000,
+        "and the stream carried on to the newest event"
+    );
     server.stop().await;
 }
 

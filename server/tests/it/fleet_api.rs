@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, ADMIN_PASSWORD, TENANT_PASSWORD};
+use crate::support::{ADMIN_PASSWORD, TENANT_PASSWORD, TestApp};
 
 /// A server configured with one host whose daemon is not there (nothing listens on
 /// port 1), and one more.
@@ -55,13 +55,19 @@ async fn kiosks_see_hosts_and_tenants_do_not() {
     let app = app_with_unreachable_hosts().await;
     let kiosk = app.login("kiosk", ADMIN_PASSWORD).await;
     let tenant = app.login("tina", TENANT_PASSWORD).await;
-    assert_eq!(app.get("/api/hosts", Some(&kiosk)).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/hosts", Some(&kiosk)).await.status,
+        StatusCode::OK
+    );
     let reply = app.get("/api/hosts", Some(&tenant)).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(reply.error(), "your role does not allow this");
     // Lists a tenant may ask for come back empty rather than leak.
     assert_eq!(app.get("/api/vms", Some(&tenant)).await.json(), json!([]));
-    assert_eq!(app.get("/api/migrations", Some(&tenant)).await.json(), json!([]));
+    assert_eq!(
+        app.get("/api/migrations", Some(&tenant)).await.json(),
+        json!([])
+    );
     app.state.shutdown.cancel();
 }
 
@@ -71,9 +77,13 @@ async fn only_operators_and_admins_start_or_abort() {
     let body = json!({ "vm_uuid": "x", "destination": "b" });
     for (user, password) in [("kiosk", ADMIN_PASSWORD), ("tina", TENANT_PASSWORD)] {
         let cookie = app.login(user, password).await;
-        let reply = app.post("/api/migrations", Some(&cookie), Some(body.clone())).await;
+        let reply = app
+            .post("/api/migrations", Some(&cookie), Some(body.clone()))
+            .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{user}");
-        let reply = app.post("/api/migrations/m1/abort", Some(&cookie), None).await;
+        let reply = app
+            .post("/api/migrations/m1/abort", Some(&cookie), None)
+            .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{user}");
     }
     app.state.shutdown.cancel();
@@ -111,13 +121,20 @@ async fn bad_start_requests_are_refused_and_start_nothing() {
         ),
     ];
     for (body, status, message) in cases {
-        let reply = app.post("/api/migrations", Some(&cookie), Some(body.clone())).await;
+        let reply = app
+            .post("/api/migrations", Some(&cookie), Some(body.clone()))
+            .await;
         assert_eq!(reply.status, status, "{body}: {}", reply.text());
         assert!(reply.error().contains(message), "{body}: {}", reply.error());
     }
-    let reply = app.post("/api/migrations/nope/abort", Some(&cookie), None).await;
+    let reply = app
+        .post("/api/migrations/nope/abort", Some(&cookie), None)
+        .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/api/migrations", Some(&cookie)).await.json(), json!([]));
+    assert_eq!(
+        app.get("/api/migrations", Some(&cookie)).await.json(),
+        json!([])
+    );
     app.state.shutdown.cancel();
 }
 

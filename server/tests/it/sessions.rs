@@ -98,7 +98,9 @@ async fn a_session_ends_at_its_absolute_lifetime_however_active() {
     ))
     .unwrap();
     let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
-    let state = AppState::open_with_clock(config, clock.clone()).await.unwrap();
+    let state = AppState::open_with_clock(config, clock.clone())
+        .await
+        .unwrap();
     let app = TestApp::with_state(dir, state);
     let cookie = app.login("admin", ADMIN_PASSWORD).await;
 

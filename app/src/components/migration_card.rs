@@ -1,0 +1,226 @@
+//! A live card per migration: numbers, two charts, and abort for operators.
+
+use converge_api::{MigrationState, Sample};
+use leptos::prelude::*;
+
+use super::chart::{LineChart, Series};
+use crate::live::MigrationView;
+use crate::{api, format};
+
+/// One migration: who moves where, how far, how fast against how dirty, and the pause
+/// to expect.
+#[component]
+pub fn MigrationCard(
+    /// The migration and its series.
+    view: RwSignal<MigrationView>,
+    /// Show the abort control.
+    can_operate: bool,
+) -> impl IntoView {
+    let m = move || view.with(|v| v.migration.clone());
+    let last = move || view.with(|v| v.migration.last_sample.clone());
+    let state = move || view.with(|v| v.migration.state);
+
+    let rates = Signal::derive(move || {
+        view.with(|v| {
+            let t0 = v.samples.first().map_or(0, |s| s.at_ms);
+            let x = |s: &Sample| (s.at_ms - t0) as f64 / 1000.0;
+            vec![
+                Series {
+                    name: "transfer",
+                    class: "transfer",
+                    points: v
+                        .samples
+                        .iter()
+                        .map(|s| (x(s), s.transfer_rate_bytes_per_s as f64))
+                        .collect(),
+                },
+                Series {
+                    name: "dirty",
+                    class: "dirty",
+                    points: v
+                        .samples
+                        .iter()
+                        .map(|s| (x(s), s.dirty_rate_bytes_per_s as f64))
+                        .collect(),
+                },
+            ]
+        })
+    });
+    let remaining = Signal::derive(move || {
+        view.with(|v| {
+            let t0 = v.samples.first().map_or(0, |s| s.at_ms);
+            vec![Series {
+                name: "remaining",
+                class: "remaining",
+                points: v
+                    .samples
+                    .iter()
+                    .map(|s| ((s.at_ms - t0) as f64 / 1000.0, s.mem_remaining_bytes as f64))
+                    .collect(),
+            }]
+        })
+    });
+    let marks = Signal::derive(move || {
+        view.with(|v| {
+            let t0 = v.samples.first().map_or(0, |s| s.at_ms);
+            v.iterations
+                .iter()
+                .filter(|i| i.at_ms >= t0)
+                .map(|i| (i.at_ms - t0) as f64 / 1000.0)
+                .collect()
+        })
+    });
+
+    view! {
+        <article class=move || format!("card migration state-{}", state_class(state()))
+            data-testid="migration-card" data-migration=move || m().id>
+            <header>
+                <h3>{move || m().vm_name}</h3>
+                <span class="route">
+                    {move || m().source} " → " {move || m().destination.unwrap_or_else(|| "?".into())}
+                </span>
+                <span class=move || format!("badge state-{}", state_class(state()))>{move || state_label(state())}</span>
+            </header>
+            <dl class="figures">
+                <div><dt>"Elapsed"</dt><dd>{move || last().map(|s| format::duration_ms(s.elapsed_ms)).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Progress"</dt><dd data-testid="progress">{move || m().progress_pct.map(format::pct).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Iteration"</dt><dd>{move || last().map(|s| s.iteration.to_string()).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Data sent"</dt><dd data-testid="data-sent">{move || last().map(|s| format!("{} of {}", format::bytes(s.data_processed_bytes), format::bytes(s.data_total_bytes))).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Transfer"</dt><dd class="transfer" data-testid="transfer">{move || last().map(|s| format::rate(s.transfer_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Dirty rate"</dt><dd class="dirty">{move || last().map(|s| format::rate(s.dirty_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Expected pause"</dt><dd>{move || downtime_text(last(), m().downtime_limit_ms)}</dd></div>
+                <div><dt>"Throttle"</dt><dd>{move || last().and_then(|s| s.throttle_pct).map(|p| format!("{p} %")).unwrap_or_else(|| "off".into())}</dd></div>
+                <div><dt>"xbzrle hits"</dt><dd>{move || last().and_then(|s| s.xbzrle).map(|x| hit_rate(x.pages, x.cache_misses)).unwrap_or_else(|| "off".into())}</dd></div>
+            </dl>
+            <div class="charts">
+                <LineChart title="Transfer vs dirty rate" series=rates marks=marks format_y=|y| format::rate(y as u64) />
+                <LineChart title="Remaining memory" series=remaining marks=marks format_y=|y| format::bytes(y as u64) />
+            </div>
+            <Outcome view=view />
+            {can_operate.then(|| view! { <AbortControl view=view /> })}
+        </article>
+    }
+}
+
+/// How it ended, once it has.
+#[component]
+fn Outcome(view: RwSignal<MigrationView>) -> impl IntoView {
+    move || {
+        let m = view.with(|v| v.migration.clone());
+        match m.state {
+            MigrationState::Completed => {
+                let f = m.final_stats.unwrap_or_default();
+                let mut parts = vec!["Completed".to_owned()];
+                if let Some(t) = f.total_time_ms {
+                    parts.push(format!("in {}", format::duration_ms(t)));
+                }
+                if let Some(d) = f.downtime_ms {
+                    parts.push(format!("· paused {}", format::duration_ms(d)));
+                }
+                if let Some(b) = f.data_sent_bytes {
+                    parts.push(format!("· {} sent", format::bytes(b)));
+                }
+                Some(
+                    view! { <p class="outcome ok" data-testid="outcome">{parts.join(" ")}</p> }
+                        .into_any(),
+                )
+            }
+            MigrationState::Failed | MigrationState::Aborted | MigrationState::Unknown => {
+                let why = m.error.unwrap_or_default();
+                Some(view! {
+                    <p class="outcome bad" data-testid="outcome">
+                        {state_label(m.state)} ": " {why} " The VM keeps running on " {m.source} "."
+                    </p>
+                }.into_any())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Abort, with a confirmation step.
+#[component]
+fn AbortControl(view: RwSignal<MigrationView>) -> impl IntoView {
+    let confirming = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let pending = RwSignal::new(false);
+    let abort = move |_| {
+        let id = view.with_untracked(|v| v.migration.id.clone());
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            match api::abort_migration(&id).await {
+                Ok(_) => confirming.set(false),
+                Err(err) => error.set(Some(err.to_string())),
+            }
+            pending.set(false);
+        });
+    };
+    let active = move || view.with(|v| v.migration.state.is_active());
+    view! {
+        <Show when=active>
+            <div class="controls">
+                <Show when=move || confirming.get()
+                    fallback=move || view! {
+                        <button class="danger" data-testid="abort" on:click=move |_| confirming.set(true)>"Abort…"</button>
+                    }>
+                    <span class="confirm">
+                        {move || format!("Abort the migration of {}? It keeps running on {}.",
+                            view.with(|v| v.migration.vm_name.clone()),
+                            view.with(|v| v.migration.source.clone()))}
+                    </span>
+                    <button class="danger" data-testid="abort-confirm" on:click=abort disabled=move || pending.get()>"Abort migration"</button>
+                    <button class="secondary" on:click=move |_| confirming.set(false)>"Keep going"</button>
+                </Show>
+                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            </div>
+        </Show>
+    }
+}
+
+fn downtime_text(last: Option<Sample>, limit_ms: Option<u64>) -> String {
+    let expected = last.and_then(|s| s.expected_downtime_ms);
+    match (expected, limit_ms) {
+        (Some(e), Some(l)) => format!(
+            "{} (limit {})",
+            format::duration_ms(e),
+            format::duration_ms(l)
+        ),
+        (Some(e), None) => format::duration_ms(e),
+        (None, Some(l)) => format!("– (limit {})", format::duration_ms(l)),
+        (None, None) => "–".into(),
+    }
+}
+
+fn hit_rate(pages: u64, misses: u64) -> String {
+    let total = pages + misses;
+    if total == 0 {
+        "–".into()
+    } else {
+        format::pct(100.0 * pages as f64 / total as f64)
+    }
+}
+
+fn state_class(state: MigrationState) -> &'static str {
+    match state {
+        MigrationState::Starting => "starting",
+        MigrationState::Running => "running",
+        MigrationState::PostCopy => "postcopy",
+        MigrationState::Completed => "completed",
+        MigrationState::Failed => "failed",
+        MigrationState::Aborted => "aborted",
+        MigrationState::Unknown => "unknown",
+    }
+}
+
+/// The state in words.
+pub fn state_label(state: MigrationState) -> &'static str {
+    match state {
+        MigrationState::Starting => "Starting",
+        MigrationState::Running => "Running",
+        MigrationState::PostCopy => "Post-copy",
+        MigrationState::Completed => "Completed",
+        MigrationState::Failed => "Failed",
+        MigrationState::Aborted => "Aborted",
+        MigrationState::Unknown => "Outcome unknown",
+    }
+}

@@ -1,0 +1,220 @@
+//! The fleet as the dashboard sees it: a REST snapshot kept current by the event stream.
+
+use std::collections::BTreeMap;
+
+use converge_api::{
+    Host, HostUpdate, IterationMark, LiveEvent, Migration, MigrationUpdate, Sample, Vm, VmsUpdate,
+};
+use leptos::prelude::*;
+use send_wrapper::SendWrapper;
+
+use crate::Session;
+use crate::api::{self, ApiError, EventStream, StreamState};
+
+/// Samples kept per migration for the charts: ten minutes at the default 500 ms.
+const MAX_SAMPLES: usize = 1200;
+
+/// One migration with the series its card draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationView {
+    /// The migration as it stands.
+    pub migration: Migration,
+    /// Recent samples, oldest first.
+    pub samples: Vec<Sample>,
+    /// Pass boundaries, oldest first.
+    pub iterations: Vec<IterationMark>,
+}
+
+/// Live fleet state, shared by the fleet page's components.
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    /// Every host.
+    pub hosts: RwSignal<Vec<Host>>,
+    /// Every VM.
+    pub vms: RwSignal<Vec<Vm>>,
+    /// Migrations by id; each in its own signal so a tick redraws one card.
+    pub migrations: RwSignal<BTreeMap<String, RwSignal<MigrationView>>>,
+    /// The stream's state, for the "live" indicator.
+    pub stream: RwSignal<StreamState>,
+    /// The last error fetching the snapshot.
+    pub error: RwSignal<Option<String>>,
+}
+
+impl Live {
+    /// Loads the snapshot and subscribes to the stream for as long as the current
+    /// reactive owner (the page) lives.
+    pub fn start(session: Session) -> Self {
+        let live = Self {
+            hosts: RwSignal::new(Vec::new()),
+            vms: RwSignal::new(Vec::new()),
+            migrations: RwSignal::new(BTreeMap::new()),
+            stream: RwSignal::new(StreamState::Connecting),
+            error: RwSignal::new(None),
+        };
+        let owner = Owner::current().unwrap_or_default();
+        live.open_stream(session, owner);
+        live.refresh(session);
+        live
+    }
+
+    fn open_stream(self, session: Session, owner: Owner) {
+        let on_event = {
+            let owner = owner.clone();
+            move |event: LiveEvent| owner.with(|| self.apply(event, session))
+        };
+        let on_state = move |state: StreamState| {
+            self.stream.set(state);
+            if state == StreamState::Closed {
+                // The browser gave up: a session that ended, or a server gone for long.
+                leptos::task::spawn_local(async move {
+                    match api::me().await {
+                        Err(ApiError::Unauthenticated(message)) => session.end(Some(message)),
+                        _ => set_timeout(
+                            move || self.refresh(session),
+                            std::time::Duration::from_secs(2),
+                        ),
+                    }
+                });
+            }
+        };
+        match EventStream::open(on_event, on_state) {
+            Ok(stream) => {
+                let stream = StoredValue::new(SendWrapper::new(stream));
+                on_cleanup(move || stream.dispose());
+            }
+            Err(err) => self.error.set(Some(err.to_string())),
+        }
+    }
+
+    /// Fetches hosts, VMs and migrations again (at start and after a resync).
+    pub fn refresh(self, session: Session) {
+        let owner = Owner::current().unwrap_or_default();
+        leptos::task::spawn_local(async move {
+            let result = async {
+                let hosts = api::hosts().await?;
+                let vms = api::vms().await?;
+                let migrations = api::migrations().await?;
+                Ok::<_, ApiError>((hosts, vms, migrations))
+            }
+            .await;
+            match result {
+                Ok((hosts, vms, migrations)) => {
+                    self.hosts.set(hosts);
+                    self.vms.set(vms);
+                    owner.with(|| {
+                        for migration in migrations {
+                            self.upsert(migration, None, None);
+                        }
+                    });
+                    self.error.set(None);
+                }
+                Err(ApiError::Unauthenticated(message)) => session.end(Some(message)),
+                Err(err) => self.error.set(Some(err.to_string())),
+            }
+        });
+    }
+
+    fn apply(self, event: LiveEvent, session: Session) {
+        match event {
+            LiveEvent::Host(HostUpdate { host }) => {
+                self.hosts.update(
+                    |hosts| match hosts.iter_mut().find(|h| h.name == host.name) {
+                        Some(slot) => *slot = host,
+                        None => hosts.push(host),
+                    },
+                )
+            }
+            LiveEvent::Vms(VmsUpdate { host, vms }) => self.vms.update(|all| {
+                all.retain(|vm| vm.host != host);
+                all.extend(vms);
+            }),
+            LiveEvent::Migration(MigrationUpdate {
+                migration,
+                sample,
+                iteration,
+            }) => self.upsert(migration, sample, iteration),
+            LiveEvent::Resync(_) => self.refresh(session),
+        }
+    }
+
+    fn upsert(
+        self,
+        migration: Migration,
+        sample: Option<Sample>,
+        iteration: Option<IterationMark>,
+    ) {
+        let existing = self
+            .migrations
+            .with_untracked(|m| m.get(&migration.id).copied());
+        if let Some(view) = existing {
+            view.update(|v| {
+                if let Some(sample) = sample {
+                    let newer = v
+                        .samples
+                        .last()
+                        .is_none_or(|last| sample.at_ms > last.at_ms);
+                    if newer {
+                        if v.samples.len() >= MAX_SAMPLES {
+                            v.samples.remove(0);
+                        }
+                        v.samples.push(sample);
+                    }
+                }
+                if let Some(mark) = iteration
+                    && v.iterations
+                        .last()
+                        .is_none_or(|last| last.iteration < mark.iteration)
+                {
+                    v.iterations.push(mark);
+                }
+                v.migration = migration;
+            });
+            return;
+        }
+        let id = migration.id.clone();
+        let view = RwSignal::new(MigrationView {
+            migration,
+            samples: sample.into_iter().collect(),
+            iterations: iteration.into_iter().collect(),
+        });
+        self.migrations.update(|m| {
+            m.insert(id.clone(), view);
+        });
+        // Fill the series from the server's history, then keep the live tail.
+        leptos::task::spawn_local(async move {
+            if let Ok(detail) = api::migration(&id).await {
+                view.update(|v| {
+                    let first_live = v.samples.first().map_or(i64::MAX, |s| s.at_ms);
+                    let mut samples: Vec<Sample> = detail
+                        .samples
+                        .into_iter()
+                        .filter(|s| s.at_ms < first_live)
+                        .collect();
+                    samples.append(&mut v.samples);
+                    let excess = samples.len().saturating_sub(MAX_SAMPLES);
+                    samples.drain(..excess);
+                    v.samples = samples;
+                    if detail.iterations.len() > v.iterations.len() {
+                        v.iterations = detail.iterations;
+                    }
+                });
+            }
+        });
+    }
+
+    /// Migrations in display order: active first, then newest first.
+    pub fn ordered(&self) -> Vec<(String, RwSignal<MigrationView>)> {
+        let mut all: Vec<(String, RwSignal<MigrationView>, bool, i64)> = self
+            .migrations
+            .get()
+            .into_iter()
+            .map(|(id, view)| {
+                let (active, started) =
+                    view.with(|v| (v.migration.state.is_active(), v.migration.started_at_ms));
+                (id, view, active, started)
+            })
+            .collect();
+        all.sort_by_key(|(_, _, active, started)| (!*active, std::cmp::Reverse(*started)));
+        all.into_iter().map(|(id, view, ..)| (id, view)).collect()
+    }
+}
