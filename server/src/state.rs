@@ -58,6 +58,8 @@ pub struct AppState {
     pub hypervisors: Arc<Hypervisors>,
     /// Cancelled when the server shuts down: live streams end, host workers stop.
     pub shutdown: CancellationToken,
+    /// Where host workers send their reports; a simulated source (benchmarks) may too.
+    pub reports: tokio::sync::mpsc::UnboundedSender<crate::hypervisor::Report>,
     pub(crate) password_checks: Arc<Semaphore>,
 }
 
@@ -109,7 +111,7 @@ impl AppState {
         let to_track = fleet_state.restore(unfinished);
         let fleet = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let hypervisors = Hypervisors::start(&config, reports, shutdown.clone())
+        let hypervisors = Hypervisors::start(&config, reports.clone(), shutdown.clone())
             .map_err(StartupError::Libvirt)?;
         for (host, vm_uuid) in to_track {
             if let Some(handle) = hypervisors.get(&host) {
@@ -128,6 +130,7 @@ impl AppState {
             hub,
             hypervisors: Arc::new(hypervisors),
             shutdown,
+            reports,
             password_checks: Arc::new(Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
         })
     }

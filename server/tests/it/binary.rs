@@ -1,13 +1,12 @@
 //! The `converge` binary itself: startup errors, `hash-password`, and a real server
 //! process whose log must never show a secret.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use converge_server::auth::UserDirectory;
 use converge_server::config::Config;
+use converge_testkit::process::ServerProcess;
 
 use crate::support::{ADMIN_PASSWORD, config_text};
 
@@ -84,90 +83,16 @@ fn hash_password_refuses_an_empty_password() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no password"));
 }
 
-/// A `converge serve` process with its stderr collected line by line.
-struct ServerProcess {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl ServerProcess {
-    fn start(config: &str, dir: &std::path::Path) -> (Self, String) {
-        let path = dir.join("converge.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(CONVERGE)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("CONVERGE_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "trace")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Self {
-            child,
-            lines,
-            log: Vec::new(),
-        };
-        let url = server.wait_for("listening");
-        let url = url
-            .split("url=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("the listening line names the URL")
-            .trim_end_matches('/')
-            .to_owned();
-        (server, url)
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}; log: {:#?}", self.log));
-            self.log.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Stops with SIGTERM and returns the whole log; the process must exit cleanly.
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "graceful shutdown should exit 0, got {status}"
-        );
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.log.push(line);
-        }
-        self.log.join("\n")
-    }
-}
-
 #[tokio::test]
 async fn the_log_never_shows_a_password_cookie_or_hash() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, url) = ServerProcess::start(&config_text(dir.path(), ""), dir.path());
+    let server = ServerProcess::start(
+        std::path::Path::new(CONVERGE),
+        &config_text(dir.path(), ""),
+        dir.path(),
+        "trace",
+    );
+    let url = server.url.clone();
     let client = reqwest::Client::builder().build().unwrap();
 
     let wrong = client

@@ -5,75 +5,9 @@ use std::time::Duration;
 
 use converge_api::{LiveEvent, Resync};
 use converge_server::hub::Audience;
-use futures_util::StreamExt;
+use converge_testkit::SseReader;
 
 use crate::support::{ADMIN_PASSWORD, LiveServer, TENANT_PASSWORD, TestApp, http_login};
-
-/// One parsed server-sent event.
-#[derive(Debug, Default, Clone)]
-struct SseEvent {
-    id: Option<String>,
-    event: String,
-    data: String,
-}
-
-/// Reads events from an open `text/event-stream` response.
-struct SseReader {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl SseReader {
-    async fn open(
-        url: &str,
-        cookie: &str,
-        last_event_id: Option<u64>,
-    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Self) {
-        let mut request = reqwest::Client::new()
-            .get(format!("{url}/api/events"))
-            .header("cookie", cookie)
-            .header("accept-encoding", "gzip, br");
-        if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let reader = Self {
-            body: response.bytes_stream().boxed(),
-            buffer: String::new(),
-        };
-        (status, headers, reader)
-    }
-
-    /// The next event (keep-alive comments skipped), or `None` when the stream ends.
-    async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = SseEvent::default();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        event.id = Some(v.trim().to_owned());
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event.event = v.trim().to_owned();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        event.data.push_str(v.trim_start());
-                    }
-                }
-                if !event.event.is_empty() || !event.data.is_empty() {
-                    return Some(event);
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.next())
-                .await
-                .expect("an event within 10 s")?;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-        }
-    }
-}
 
 fn resync(n: u32) -> LiveEvent {
     LiveEvent::Resync(Resync {
@@ -101,7 +35,8 @@ async fn anonymous_viewers_are_refused() {
 async fn events_arrive_uncompressed_with_ids() {
     let (app, server) = server().await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
-    let (status, headers, mut reader) = SseReader::open(&server.url, &cookie, None).await;
+    let opened = SseReader::open(&server.url, &cookie, None).await;
+    let (status, headers, mut reader) = (opened.status, opened.headers, opened.reader);
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
     assert!(
@@ -126,7 +61,9 @@ async fn last_event_id_resumes_where_the_viewer_left() {
         app.state.hub.publish(Audience::Fleet, &resync(n));
     }
     // Saw the first two; resumes with the third.
-    let (_, _, mut reader) = SseReader::open(&server.url, &cookie, Some(start + 1)).await;
+    let mut reader = SseReader::open(&server.url, &cookie, Some(start + 1))
+        .await
+        .reader;
     for n in 2..5 {
         let event = reader.next().await.unwrap();
         assert_eq!(event.id, Some((start + n as u64).to_string()));
@@ -144,7 +81,7 @@ async fn resuming_from_too_far_back_says_resync() {
     for n in 0..40 {
         app.state.hub.publish(Audience::Fleet, &resync(n));
     }
-    let (_, _, mut reader) = SseReader::open(&server.url, &cookie, Some(1)).await;
+    let mut reader = SseReader::open(&server.url, &cookie, Some(1)).await.reader;
     let event = reader.next().await.unwrap();
     assert_eq!(event.event, "resync");
     assert_eq!(event.id, None, "a resync notice has no id of its own");
@@ -158,7 +95,7 @@ async fn a_viewer_that_falls_behind_is_told_to_resync_not_dropped() {
     let app = TestApp::in_dir(dir, "[events]\nreplay_buffer = 16\n").await;
     let server = LiveServer::start(app.state.clone()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
-    let (_, _, mut reader) = SseReader::open(&server.url, &cookie, None).await;
+    let mut reader = SseReader::open(&server.url, &cookie, None).await.reader;
     // Make sure the stream is attached, then flood it far past the per-viewer buffer.
     app.state.hub.publish(Audience::Fleet, &resync(0));
     assert!(reader.next().await.unwrap().data.contains("marker 0"));
@@ -195,8 +132,8 @@ async fn tenants_do_not_receive_fleet_events() {
     let (app, server) = server().await;
     let tenant = http_login(&server.url, "tina", TENANT_PASSWORD).await;
     let admin = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
-    let (_, _, mut tenant_stream) = SseReader::open(&server.url, &tenant, None).await;
-    let (_, _, mut admin_stream) = SseReader::open(&server.url, &admin, None).await;
+    let mut tenant_stream = SseReader::open(&server.url, &tenant, None).await.reader;
+    let mut admin_stream = SseReader::open(&server.url, &admin, None).await.reader;
     app.state.hub.publish(Audience::Fleet, &resync(1));
     assert!(admin_stream.next().await.unwrap().data.contains("marker 1"));
     // The tenant's stream stays silent: nothing arrives within a second.
@@ -209,7 +146,7 @@ async fn tenants_do_not_receive_fleet_events() {
 async fn streams_end_when_the_server_shuts_down() {
     let (_app, server) = server().await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
-    let (_, _, mut reader) = SseReader::open(&server.url, &cookie, None).await;
+    let mut reader = SseReader::open(&server.url, &cookie, None).await.reader;
     // `stop` fails the test if graceful shutdown hangs on the open stream.
     server.stop().await;
     assert!(reader.next().await.is_none(), "the stream ended");

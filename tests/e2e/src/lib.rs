@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod client;
+pub mod fleet;
 pub mod server;
 
 use std::path::PathBuf;
@@ -21,4 +23,15 @@ pub fn artifacts_dir() -> PathBuf {
         panic!("cannot create {}: {err}", dir.display());
     }
     dir
+}
+
+/// The `converge` binary that `scripts/test` builds before the tests run.
+pub fn converge_binary() -> PathBuf {
+    let path = workspace_root().join("target/debug/converge");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p converge-server --bin converge` (scripts/test does)",
+        path.display()
+    );
+    path
 }

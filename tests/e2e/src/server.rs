@@ -1,8 +1,9 @@
-//! A real Converge server in this process, on a free loopback port, with a fresh SQLite
-//! file and a few accounts.
+//! A real Converge server in this process, on a free loopback port, with a SQLite file
+//! and a few accounts; optionally connected to the lab's two libvirt hosts.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use converge_server::config::Config;
 use converge_server::{AppState, auth};
@@ -10,7 +11,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Password of the `admin` account of every test server.
+/// Password of every account of a test server (`admin`, `otto` the operator, `kiosk`).
 pub const ADMIN_PASSWORD: &str = "e2e admin password";
 
 /// A running server; stops (gracefully) when dropped.
@@ -20,23 +21,29 @@ pub struct TestServer {
     pub url: String,
     /// The server's state, e.g. to reach its database.
     pub state: AppState,
+    /// The folder holding its database; hand it to the next server to "restart".
+    pub dir: Arc<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: TempDir,
 }
 
 impl TestServer {
-    /// Starts a server on the Trunk build in `dist/`; panics with a hint if it is missing.
+    /// A server on the Trunk build in `dist/`, without libvirt hosts.
     pub async fn start() -> Self {
+        Self::start_with(Arc::new(tempfile::tempdir().expect("temp dir")), "").await
+    }
+
+    /// A server whose database lives in `dir`, with `extra` appended to its config
+    /// (e.g. `[[hosts]]`). Panics with a hint when the dashboard is not built.
+    pub async fn start_with(dir: Arc<TempDir>, extra: &str) -> Self {
         let dist = crate::workspace_root().join("dist");
         assert!(
             dist.join("index.html").is_file(),
             "no dashboard build in {}: run scripts/build-ui first",
             dist.display()
         );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config::parse(&config_text(dist, dir.path().join("converge.db")))
-            .expect("test config parses");
+        let text = config_text(&dist, &dir.path().join("converge.db"), extra);
+        let config = Config::parse(&text).expect("test config parses");
         let state = AppState::open(config).await.expect("server state");
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -49,13 +56,13 @@ impl TestServer {
         Self {
             url,
             state,
+            dir,
             stop: Some(stop),
             task: Some(task),
-            _dir: dir,
         }
     }
 
-    /// Stops the server and waits until it has.
+    /// Stops the server and waits until it has (its host workers stop too).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -63,6 +70,9 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        // Workers poll for shutdown at least every 200 ms; give them time to let go of
+        // their libvirt connections before a test reuses the hosts.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 
     /// Deletes every session from the database, as expiry or revocation would.
@@ -81,8 +91,16 @@ impl Drop for TestServer {
     }
 }
 
-fn config_text(dist: PathBuf, db: PathBuf) -> String {
-    let hash = auth::hash_password(ADMIN_PASSWORD).expect("hash");
+/// One argon2 hash for every test account: hashing is the slow part of starting.
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password(ADMIN_PASSWORD).expect("hash"))
+}
+
+/// A full configuration: the dashboard in `dist`, the database at `db`, the three test
+/// accounts, and `extra` (e.g. `[[hosts]]`).
+pub fn config_text(dist: &Path, db: &PathBuf, extra: &str) -> String {
+    let hash = password_hash();
     format!(
         r#"
 [server]
@@ -91,10 +109,22 @@ dist_dir = "{dist}"
 [database]
 path = "{db}"
 
+{extra}
+
 [[users]]
 username = "admin"
 password_hash = "{hash}"
 role = "admin"
+
+[[users]]
+username = "otto"
+password_hash = "{hash}"
+role = "operator"
+
+[[users]]
+username = "kiosk"
+password_hash = "{hash}"
+role = "kiosk"
 "#,
         dist = dist.display(),
         db = db.display(),

@@ -1,5 +1,8 @@
-//! Browser tests: real Chromium against the real server and the real Trunk build.
+//! Browser and lab tests: real Chromium and real libvirt hosts against the real server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cards;
 mod login;
+mod migration;
+mod restart;

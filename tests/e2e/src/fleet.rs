@@ -1,0 +1,70 @@
+//! Helpers for tests that drive migrations through the API.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+/// UUID of the VM called `name` on `host`, once the server lists it (within 30 s).
+pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
+    for _ in 0..120 {
+        let vms = client.get("/api/vms").await;
+        let found = vms
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|vm| vm["name"] == name && vm["host"] == host && vm["state"] == "running");
+        if let Some(vm) = found {
+            return vm["uuid"].as_str().unwrap_or_default().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the server never listed {name} running on {host}");
+}
+
+/// Starts a migration of `vm_uuid` to `destination` and returns its id.
+pub async fn start(
+    client: &Client,
+    vm_uuid: &str,
+    destination: &str,
+    bandwidth_mib_s: u64,
+) -> String {
+    let (status, body) = client
+        .post(
+            "/api/migrations",
+            json!({ "vm_uuid": vm_uuid, "destination": destination, "bandwidth_mib_s": bandwidth_mib_s }),
+        )
+        .await;
+    assert_eq!(status, 201, "start: {body}");
+    body["id"].as_str().expect("an id").to_owned()
+}
+
+/// Polls `GET /api/migrations/{id}` until `done` holds (within `timeout`); returns the
+/// migration detail.
+pub async fn wait_until(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = Value::Null;
+    while tokio::time::Instant::now() < deadline {
+        last = client.get(&format!("/api/migrations/{id}")).await;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "migration {id} never {what} within {timeout:?}; last: {}",
+        last["migration"]
+    );
+}
+
+/// The migration's state as text.
+pub fn state(detail: &Value) -> &str {
+    detail["migration"]["state"].as_str().unwrap_or_default()
+}

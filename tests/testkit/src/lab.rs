@@ -1,0 +1,155 @@
+//! The real two-host libvirt + QEMU lab (`tests/lab/lab`), for tests that migrate.
+//!
+//! Under TCG a running guest takes about a core and the machine has two, so lab tests
+//! take [`Lab::acquire`]'s lock and run one at a time.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The lab's hosts as Converge configuration: both daemons on loopback, migrations over
+/// `tcp://127.0.0.1` (libvirt refuses 127.0.0.1 as its own migration address).
+pub const HOSTS_CONFIG: &str = r#"
+[sampler]
+interval_ms = 250
+vm_refresh_ms = 1000
+max_reconnect_backoff_s = 2
+
+[[hosts]]
+name = "a"
+uri = "qemu+tcp://127.0.0.1:16601/system"
+migration_uri = "tcp://127.0.0.1"
+listen_address = "127.0.0.1"
+
+[[hosts]]
+name = "b"
+uri = "qemu+tcp://127.0.0.1:16602/system"
+migration_uri = "tcp://127.0.0.1"
+listen_address = "127.0.0.1"
+"#;
+
+static LAB: Mutex<bool> = Mutex::const_new(false);
+
+/// Exclusive use of the lab, up and running.
+#[derive(Debug)]
+pub struct Lab {
+    /// Our turn at the lab; the flag says whether `lab up` ran in this process.
+    turn: MutexGuard<'static, bool>,
+    script: PathBuf,
+}
+
+impl Lab {
+    /// Waits for the lab to be free, brings it up if needed (idempotent), and removes
+    /// domains an earlier test may have left.
+    pub async fn acquire() -> Self {
+        let mut lab = Self {
+            script: crate::workspace_root().join("tests/lab/lab"),
+            turn: LAB.lock().await,
+        };
+        // Once per test process: `lab up` is idempotent but takes a moment.
+        if !*lab.turn {
+            lab.run(&["up"]).await;
+            *lab.turn = true;
+        }
+        lab
+    }
+
+    /// Runs `tests/lab/lab ARGS`, failing the test with its output if it fails.
+    pub async fn run(&self, args: &[&str]) -> String {
+        let script = self.script.clone();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(&script)
+                .args(&args)
+                .output()
+                .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
+            assert!(
+                out.status.success(),
+                "lab {} failed:\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await
+        .expect("lab command thread")
+    }
+
+    /// Starts a guest on host A running the dirtier (`idle`, `loop` or `fresh`, over `mb`
+    /// MiB at `rate` MiB/s, 0 = unlimited) and waits for its first heartbeat.
+    pub async fn start_vm(&self, name: &str, mode: &str, mb: u32, rate: u32) {
+        self.remove_vm(name).await;
+        self.run(&["start-vm", name, mode, &mb.to_string(), &rate.to_string()])
+            .await;
+    }
+
+    /// The guest's latest heartbeat counter (it increases while the guest runs).
+    pub async fn heartbeat(&self, name: &str) -> u64 {
+        let out = self.run(&["heartbeat", name]).await;
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("heartbeat of {name}: {out:?}"))
+    }
+
+    /// Waits until the heartbeat passes `after` (the guest is running), within 30 s.
+    pub async fn wait_heartbeat_after(&self, name: &str, after: u64) -> u64 {
+        for _ in 0..60 {
+            let now = self.heartbeat(name).await;
+            if now > after {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{name}'s heartbeat stayed at {after}: the guest is not running");
+    }
+
+    /// `running`, `paused`, … on host `a` or `b`, or `None` when it is not there.
+    pub async fn state_on(&self, host: &str, name: &str) -> Option<String> {
+        let uri = host_uri(host);
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("virsh")
+                .args(["-q", "-c", &uri, "domstate", &name])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Destroys and undefines `name` on both hosts, if it is there.
+    pub async fn remove_vm(&self, name: &str) {
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            for host in ["a", "b"] {
+                let uri = host_uri(host);
+                for action in ["destroy", "undefine"] {
+                    let _ = Command::new("virsh")
+                        .args(["-q", "-c", &uri, action, &name])
+                        .output();
+                }
+            }
+        })
+        .await
+        .expect("virsh thread");
+    }
+
+    /// Restarts host `a` or `b`'s libvirtd, leaving its guests running.
+    pub async fn restart_host(&self, host: &str) {
+        self.run(&["restart-host", host]).await;
+    }
+}
+
+fn host_uri(host: &str) -> String {
+    match host {
+        "a" => "qemu+tcp://127.0.0.1:16601/system".into(),
+        _ => "qemu+tcp://127.0.0.1:16602/system".into(),
+    }
+}
