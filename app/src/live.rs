@@ -160,12 +160,14 @@ impl Live {
                         v.samples.push(sample);
                     }
                 }
-                if let Some(mark) = iteration
-                    && v.iterations
-                        .last()
-                        .is_none_or(|last| last.iteration < mark.iteration)
-                {
-                    v.iterations.push(mark);
+                // A boundary arrives when its pass is announced and again once its value
+                // (the pass's dirty set) is known.
+                if let Some(mark) = iteration {
+                    match v.iterations.last_mut() {
+                        Some(last) if last.iteration == mark.iteration => *last = mark,
+                        Some(last) if last.iteration > mark.iteration => {}
+                        _ => v.iterations.push(mark),
+                    }
                 }
                 v.migration = migration;
             });

@@ -20,52 +20,44 @@ pub fn MigrationCard(
     let last = move || view.with(|v| v.migration.last_sample.clone());
     let state = move || view.with(|v| v.migration.state);
 
-    let rates = Signal::derive(move || {
+    // Readings taken during setup (before QEMU reports any memory) would draw a drop to 0.
+    let series = move |f: fn(&Sample) -> u64| {
         view.with(|v| {
             let t0 = v.samples.first().map_or(0, |s| s.at_ms);
-            let x = |s: &Sample| (s.at_ms - t0) as f64 / 1000.0;
-            vec![
-                Series {
-                    name: "transfer",
-                    class: "transfer",
-                    points: v
-                        .samples
-                        .iter()
-                        .map(|s| (x(s), s.transfer_rate_bytes_per_s as f64))
-                        .collect(),
-                },
-                Series {
-                    name: "dirty",
-                    class: "dirty",
-                    points: v
-                        .samples
-                        .iter()
-                        .map(|s| (x(s), s.dirty_rate_bytes_per_s as f64))
-                        .collect(),
-                },
-            ]
+            v.samples
+                .iter()
+                .filter(|s| s.mem_total_bytes > 0)
+                .map(|s| ((s.at_ms - t0) as f64 / 1000.0, f(s) as f64))
+                .collect::<Vec<_>>()
         })
+    };
+    let rates = Signal::derive(move || {
+        vec![
+            Series {
+                name: "transfer",
+                class: "transfer",
+                points: series(|s| s.transfer_rate_bytes_per_s),
+            },
+            Series {
+                name: "dirty",
+                class: "dirty",
+                points: series(|s| s.dirty_rate_bytes_per_s),
+            },
+        ]
     });
     let remaining = Signal::derive(move || {
-        view.with(|v| {
-            let t0 = v.samples.first().map_or(0, |s| s.at_ms);
-            vec![Series {
-                name: "remaining",
-                class: "remaining",
-                points: v
-                    .samples
-                    .iter()
-                    .map(|s| ((s.at_ms - t0) as f64 / 1000.0, s.mem_remaining_bytes as f64))
-                    .collect(),
-            }]
-        })
+        vec![Series {
+            name: "remaining",
+            class: "remaining",
+            points: series(|s| s.mem_remaining_bytes),
+        }]
     });
     let marks = Signal::derive(move || {
         view.with(|v| {
             let t0 = v.samples.first().map_or(0, |s| s.at_ms);
             v.iterations
                 .iter()
-                .filter(|i| i.at_ms >= t0)
+                .filter(|i| i.at_ms >= t0 && i.iteration >= 2)
                 .map(|i| (i.at_ms - t0) as f64 / 1000.0)
                 .collect()
         })
@@ -83,8 +75,8 @@ pub fn MigrationCard(
             </header>
             <dl class="figures">
                 <div><dt>"Elapsed"</dt><dd>{move || last().map(|s| format::duration_ms(s.elapsed_ms)).unwrap_or_else(|| "–".into())}</dd></div>
-                <div><dt>"Progress"</dt><dd data-testid="progress">{move || m().progress_pct.map(format::pct).unwrap_or_else(|| "–".into())}</dd></div>
-                <div><dt>"Iteration"</dt><dd>{move || last().map(|s| s.iteration.to_string()).unwrap_or_else(|| "–".into())}</dd></div>
+                <div title="Memory at the destination and not dirtied since: during the first pass the share copied, then one minus the smallest dirty set any pass has had to send"><dt>"Progress"</dt><dd data-testid="progress">{move || m().progress_pct.map(format::pct).unwrap_or_else(|| "–".into())}</dd></div>
+                <div><dt>"Iteration"</dt><dd data-testid="iteration">{move || last().map(|s| s.iteration.to_string()).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Data sent"</dt><dd data-testid="data-sent">{move || last().map(|s| format!("{} of {}", format::bytes(s.data_processed_bytes), format::bytes(s.data_total_bytes))).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Transfer"</dt><dd class="transfer" data-testid="transfer">{move || last().map(|s| format::rate(s.transfer_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Dirty rate"</dt><dd class="dirty">{move || last().map(|s| format::rate(s.dirty_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>

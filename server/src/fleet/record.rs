@@ -39,45 +39,61 @@ impl MigrationRecord {
         }
     }
 
-    /// Appends a sample (and a boundary, when the sample was read at one).
+    /// Appends a sample. A sample read because a pass began (`iteration_started`) opens a
+    /// new pass boundary. Returns the boundary if it was opened or its value changed.
+    ///
+    /// A boundary's value is the dirty set its pass has to send: the highest remaining
+    /// memory of the pass's ordinary readings. The reading taken at the iteration event
+    /// itself does not count: QEMU announces the pass before it syncs the dirty bitmap,
+    /// so that reading still shows the tail of the previous pass (seen in the lab as a
+    /// dip to ~0 at every boundary).
     pub(crate) fn add_sample(
         &mut self,
         sample: Sample,
         raw: Vec<(String, String)>,
         iteration_started: Option<u32>,
     ) -> Option<IterationMark> {
-        let mark = iteration_started.map(|iteration| IterationMark {
-            iteration,
-            at_ms: sample.at_ms,
-            elapsed_ms: sample.elapsed_ms,
-            mem_remaining_bytes: sample.mem_remaining_bytes,
-        });
-        if let Some(mark) = mark {
+        let mut changed = None;
+        if let Some(iteration) = iteration_started {
             if self.iterations.len() == MAX_ITERATIONS {
                 self.iterations.remove(0);
             }
+            // The first pass has nothing before it: its announcement reading is its start.
+            let first = iteration <= 1 && sample.iteration <= 1;
+            let mark = IterationMark {
+                iteration,
+                at_ms: sample.at_ms,
+                elapsed_ms: sample.elapsed_ms,
+                mem_remaining_bytes: if first { sample.mem_remaining_bytes } else { 0 },
+            };
             self.iterations.push(mark);
-            if mark.iteration >= 2 {
-                self.best_boundary_remaining = Some(
-                    self.best_boundary_remaining
-                        .map_or(mark.mem_remaining_bytes, |b| {
-                            b.min(mark.mem_remaining_bytes)
-                        }),
-                );
-            }
+            changed = Some(mark);
+        } else if let Some(last) = self.iterations.last_mut()
+            && last.iteration == sample.iteration
+            && sample.mem_remaining_bytes > last.mem_remaining_bytes
+        {
+            last.mem_remaining_bytes = sample.mem_remaining_bytes;
+            changed = Some(*last);
+        }
+        self.best_boundary_remaining = self
+            .iterations
+            .iter()
+            .filter(|m| m.iteration >= 2 && m.mem_remaining_bytes > 0)
+            .map(|m| m.mem_remaining_bytes)
+            .min();
+        if let Some(pct) = progress_pct(&sample, self.best_boundary_remaining) {
+            self.migration.progress_pct = Some(pct);
         }
         if self.samples.len() >= MAX_SAMPLES {
             thin_older_half(&mut self.samples);
         }
-        self.migration.progress_pct = progress_pct(&sample, self.best_boundary_remaining)
-            .map(|p| p.max(self.migration.progress_pct.unwrap_or(0.0)));
         self.samples.push_back(sample.clone());
         self.migration.last_sample = Some(sample);
         self.raw_job_stats = raw;
         if self.migration.state == MigrationState::Starting {
             self.migration.state = MigrationState::Running;
         }
-        mark
+        changed
     }
 
     /// The migration with its series.
@@ -91,21 +107,25 @@ impl MigrationRecord {
     }
 }
 
-/// Share of memory sent, 0–100. During the first pass remaining memory only falls, so it
-/// is used directly; after that, the lowest remaining memory at any pass boundary — the
-/// smallest dirty set the migration has got down to. Raw samples saw-tooth within each
-/// pass and would make progress jump back and forth.
+/// Share of memory at the destination and clean, 0–100. During the first pass, the share
+/// copied so far. After it, one minus the smallest dirty set any pass has had to send:
+/// raw readings saw-tooth within every pass (remaining falls to ~0, then the next pass
+/// starts with the dirty set again), which would make a progress bar jump back and forth.
+/// From the second pass on it never falls; it drops once, when the first pass ends and
+/// the guest's dirty set becomes known, and it stalls when the guest dirties memory as
+/// fast as the link carries it. `None` when there is nothing new to say.
 pub(crate) fn progress_pct(sample: &Sample, best_boundary_remaining: Option<u64>) -> Option<f64> {
     let total = sample.mem_total_bytes;
     if total == 0 {
         return None;
     }
-    let remaining = match best_boundary_remaining {
-        Some(best) if sample.iteration >= 2 => best,
-        _ => sample.mem_remaining_bytes,
+    let remaining = if sample.iteration <= 1 {
+        sample.mem_remaining_bytes
+    } else {
+        best_boundary_remaining?
     };
-    let sent = total.saturating_sub(remaining) as f64;
-    Some((100.0 * sent / total as f64).clamp(0.0, 100.0))
+    let clean = total.saturating_sub(remaining) as f64;
+    Some((100.0 * clean / total as f64).clamp(0.0, 100.0))
 }
 
 fn thin_older_half(samples: &mut VecDeque<Sample>) {
@@ -152,24 +172,38 @@ mod tests {
     }
 
     #[test]
-    fn progress_follows_the_first_pass_then_the_best_boundary() {
+    fn progress_follows_the_first_pass_then_the_smallest_dirty_set() {
         let mut r = record();
         r.add_sample(sample(1, 900), vec![], Some(1));
         assert_eq!(r.migration.progress_pct, Some(10.0));
         assert_eq!(r.migration.state, MigrationState::Running);
-        r.add_sample(sample(1, 300), vec![], None);
-        assert_eq!(r.migration.progress_pct, Some(70.0));
-        // Pass 2 starts with 200 left: 80 %.
-        r.add_sample(sample(2, 200), vec![], Some(2));
-        assert_eq!(r.migration.progress_pct, Some(80.0));
-        // Mid-pass readings and a worse pass 3 do not pull it back.
-        r.add_sample(sample(2, 600), vec![], None);
-        r.add_sample(sample(3, 400), vec![], Some(3));
-        assert_eq!(r.migration.progress_pct, Some(80.0));
-        // A better pass moves it on.
-        r.add_sample(sample(4, 50), vec![], Some(4));
+        r.add_sample(sample(1, 30), vec![], None);
+        assert_eq!(r.migration.progress_pct, Some(97.0));
+        // Pass 2 is announced with the previous pass's tail still showing: ignored.
+        let mark = r.add_sample(sample(2, 5), vec![], Some(2)).unwrap();
+        assert_eq!(mark.mem_remaining_bytes, 0);
+        assert_eq!(r.migration.progress_pct, Some(97.0), "nothing new yet");
+        // The first ordinary reading shows the dirty set: 250 of 1000.
+        let mark = r.add_sample(sample(2, 250), vec![], None).unwrap();
+        assert_eq!(mark.mem_remaining_bytes, 250);
+        assert_eq!(r.migration.progress_pct, Some(75.0));
+        // The pass drains: mid-pass readings change nothing.
+        assert_eq!(r.add_sample(sample(2, 40), vec![], None), None);
+        assert_eq!(r.migration.progress_pct, Some(75.0));
+        // A worse pass 3 does not pull it back; a better pass 4 moves it on.
+        r.add_sample(sample(3, 2), vec![], Some(3));
+        r.add_sample(sample(3, 400), vec![], None);
+        assert_eq!(r.migration.progress_pct, Some(75.0));
+        r.add_sample(sample(4, 1), vec![], Some(4));
+        r.add_sample(sample(4, 50), vec![], None);
         assert_eq!(r.migration.progress_pct, Some(95.0));
-        assert_eq!(r.detail().iterations.len(), 4);
+        let marks: Vec<u64> = r
+            .detail()
+            .iterations
+            .iter()
+            .map(|m| m.mem_remaining_bytes)
+            .collect();
+        assert_eq!(marks, vec![900, 250, 400, 50]);
     }
 
     #[test]

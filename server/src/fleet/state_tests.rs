@@ -58,6 +58,11 @@ fn stats(kind: JobKind, fields: &[(&str, u64)]) -> JobStats {
 }
 
 fn sample(iteration: Option<u32>, remaining: u64) -> Report {
+    sample_at(iteration.unwrap_or(1), iteration.is_some(), remaining)
+}
+
+/// A reading during pass `pass`; `announced` when read at the pass's iteration event.
+fn sample_at(pass: u32, announced: bool, remaining: u64) -> Report {
     Report::Sample {
         host: "a".into(),
         vm_uuid: VM.into(),
@@ -67,12 +72,12 @@ fn sample(iteration: Option<u32>, remaining: u64) -> Report {
             &[
                 ("memory_total", 1000),
                 ("memory_remaining", remaining),
-                ("memory_iteration", u64::from(iteration.unwrap_or(1))),
+                ("memory_iteration", u64::from(pass)),
                 ("time_elapsed", 1500),
             ],
         ),
         at: OffsetDateTime::UNIX_EPOCH,
-        iteration_started: iteration,
+        iteration_started: announced.then_some(pass),
         downtime_limit_ms: Some(300),
     }
 }
@@ -371,16 +376,20 @@ fn post_copy_is_seen_from_the_lifecycle_event() {
 fn iteration_boundaries_ride_on_the_update() {
     let mut f = fleet();
     f.begin(migration("m1")).unwrap();
-    let changes = f.apply(sample(Some(2), 250), 10);
-    match &changes[0] {
-        Change::Publish(LiveEvent::Migration(MigrationUpdate {
-            iteration: Some(mark),
-            ..
-        })) => {
-            assert_eq!((mark.iteration, mark.mem_remaining_bytes), (2, 250));
-        }
-        other => panic!("expected a migration update with a boundary, got {other:?}"),
-    }
+    let boundary = |changes: &[Change]| match &changes[0] {
+        Change::Publish(LiveEvent::Migration(MigrationUpdate { iteration, .. })) => *iteration,
+        other => panic!("expected a migration update, got {other:?}"),
+    };
+    // Announced at the event, valued by the pass's first ordinary reading.
+    let mark = boundary(&f.apply(sample_at(2, true, 3), 10)).unwrap();
+    assert_eq!((mark.iteration, mark.mem_remaining_bytes), (2, 0));
+    let mark = boundary(&f.apply(sample_at(2, false, 250), 20)).unwrap();
+    assert_eq!((mark.iteration, mark.mem_remaining_bytes), (2, 250));
+    assert_eq!(
+        boundary(&f.apply(sample_at(2, false, 100), 30)),
+        None,
+        "draining changes no boundary"
+    );
     assert_eq!(f.detail("m1").unwrap().iterations.len(), 1);
 }
 

@@ -96,7 +96,12 @@ impl Browser {
     /// Waits until the element matching `css` shows `text` (a substring) and returns its
     /// whole text.
     pub async fn wait_for_text(&self, css: &str, text: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_for_text_within(css, text, WAIT).await
+    }
+
+    /// [`Browser::wait_for_text`] with a wait of its own.
+    pub async fn wait_for_text_within(&self, css: &str, text: &str, wait: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + wait;
         let mut seen = String::new();
         while tokio::time::Instant::now() < deadline {
             if let Ok(element) = self.client.find(Locator::Css(css)).await {

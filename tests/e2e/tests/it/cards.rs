@@ -32,9 +32,8 @@ async fn a_running_migration_gets_a_live_card_with_both_charts() {
     browser.fill("input[name=username]", "admin").await;
     browser.fill("input[name=password]", ADMIN_PASSWORD).await;
     browser.click("form.login-card button[type=submit]").await;
-    browser
-        .wait_for_text("[data-testid=hosts]", "connected")
-        .await;
+    browser.find(".host.connected[data-host=a]").await;
+    browser.find(".host.connected[data-host=b]").await;
     browser.wait_for_text("[data-testid=stream]", "Live").await;
 
     browser
@@ -61,6 +60,10 @@ async fn a_running_migration_gets_a_live_card_with_both_charts() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // By the third pass the trouble shows: the dirty rate is up against the transfer rate.
+    browser
+        .wait_for_text_within("[data-testid=iteration]", "3", Duration::from_secs(90))
+        .await;
     let before = browser.wait_for_text("[data-testid=data-sent]", "of").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = browser.wait_for_text("[data-testid=data-sent]", "of").await;
