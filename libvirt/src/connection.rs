@@ -80,7 +80,12 @@ impl Connection {
     /// The daemon's libvirt version as `major.minor.micro`.
     pub fn libvirt_version(&self) -> Result<String, Error> {
         let v = self.conn.lib_version()?;
-        Ok(format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000))
+        Ok(format!(
+            "{}.{}.{}",
+            v / 1_000_000,
+            (v / 1000) % 1000,
+            v % 1000
+        ))
     }
 
     /// Every domain defined or running on the host.
@@ -118,7 +123,10 @@ impl Connection {
 
     /// Calls `callback` (on libvirt's event thread; keep it short) when the connection
     /// closes for any reason. One callback per connection.
-    pub fn on_close(&mut self, callback: impl Fn(CloseReason) + Send + Sync + 'static) -> Result<(), Error> {
+    pub fn on_close(
+        &mut self,
+        callback: impl Fn(CloseReason) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
         if self.close_registered {
             return Err(Error::other("a close callback is already registered"));
         }

@@ -120,7 +120,13 @@ impl Domain {
         // SAFETY: all out-pointers are to locals; libvirt allocates `params` (or leaves it
         // NULL) and we free it below with the matching `virTypedParamsFree`.
         let rc = unsafe {
-            sys::virDomainGetJobStats(self.inner.as_ptr(), &mut kind, &mut params, &mut nparams, flags)
+            sys::virDomainGetJobStats(
+                self.inner.as_ptr(),
+                &mut kind,
+                &mut params,
+                &mut nparams,
+                flags,
+            )
         };
         if rc < 0 {
             return Err(Error::last());
@@ -195,8 +201,13 @@ impl Domain {
     pub fn max_downtime_ms(&self) -> Result<u64, Error> {
         let mut downtime: u64 = 0;
         // SAFETY: a live domain handle; libvirt writes one integer we own.
-        let rc = unsafe { sys::virDomainMigrateGetMaxDowntime(self.inner.as_ptr(), &mut downtime, 0) };
-        if rc < 0 { Err(Error::last()) } else { Ok(downtime) }
+        let rc =
+            unsafe { sys::virDomainMigrateGetMaxDowntime(self.inner.as_ptr(), &mut downtime, 0) };
+        if rc < 0 {
+            Err(Error::last())
+        } else {
+            Ok(downtime)
+        }
     }
 
     /// Sets the downtime limit, in milliseconds (mid-flight allowed).

@@ -3,7 +3,7 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Arc;
 
 use virt::connect::Connect;
@@ -92,7 +92,13 @@ pub(crate) fn subscribe(conn: Connect, callback: Callback) -> Result<EventSubscr
             (
                 sys::VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
                 Some(std::mem::transmute::<
-                    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, sys::virTypedParameterPtr, c_int, *mut c_void),
+                    unsafe extern "C" fn(
+                        sys::virConnectPtr,
+                        sys::virDomainPtr,
+                        sys::virTypedParameterPtr,
+                        c_int,
+                        *mut c_void,
+                    ),
                     unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
                 >(on_job_completed)),
             ),
@@ -106,7 +112,13 @@ pub(crate) fn subscribe(conn: Connect, callback: Callback) -> Result<EventSubscr
             (
                 sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                 Some(std::mem::transmute::<
-                    unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, c_int, c_int, *mut c_void),
+                    unsafe extern "C" fn(
+                        sys::virConnectPtr,
+                        sys::virDomainPtr,
+                        c_int,
+                        c_int,
+                        *mut c_void,
+                    ),
                     unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void),
                 >(on_lifecycle)),
             ),
@@ -149,7 +161,9 @@ unsafe fn identify(dom: sys::virDomainPtr) -> (String, String) {
     // SAFETY: `uuid` has VIR_UUID_STRING_BUFLEN bytes, as libvirt requires.
     let uuid = if unsafe { sys::virDomainGetUUIDString(dom, uuid.as_mut_ptr()) } == 0 {
         // SAFETY: libvirt NUL-terminated the buffer.
-        unsafe { CStr::from_ptr(uuid.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(uuid.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     } else {
         String::new()
     };
@@ -159,7 +173,9 @@ unsafe fn identify(dom: sys::virDomainPtr) -> (String, String) {
         String::new()
     } else {
         // SAFETY: non-NULL, NUL-terminated, owned by `dom`.
-        unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
     };
     (uuid, name)
 }

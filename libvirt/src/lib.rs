@@ -22,7 +22,10 @@ mod typed_params;
 pub use connection::{CloseReason, Connection, DomainSummary};
 pub use domain::{Domain, DomainState, MigrationFlags, MigrationRequest};
 pub use error::Error;
-pub use events::{DomainEvent, DomainEventKind, EventSubscription, LifecycleEvent, DETAIL_MIGRATED, STOPPED_MIGRATED};
+pub use events::{
+    DETAIL_MIGRATED, DomainEvent, DomainEventKind, EventSubscription, LifecycleEvent,
+    STOPPED_MIGRATED,
+};
 pub use job::{JobKind, JobStats};
 pub use typed_params::ParamValue;
 
@@ -48,7 +51,9 @@ pub fn init() -> Result<(), Error> {
                         }
                     }
                 })
-                .map_err(|err| Error::other(format!("cannot start the libvirt event thread: {err}")))?;
+                .map_err(|err| {
+                    Error::other(format!("cannot start the libvirt event thread: {err}"))
+                })?;
             Ok(())
         })
         .clone()
