@@ -2,7 +2,7 @@
 //! and a few accounts; optionally connected to the lab's two libvirt hosts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use converge_server::config::Config;
@@ -99,7 +99,7 @@ fn password_hash() -> &'static str {
 
 /// A full configuration: the dashboard in `dist`, the database at `db`, the three test
 /// accounts, and `extra` (e.g. `[[hosts]]`).
-pub fn config_text(dist: &Path, db: &PathBuf, extra: &str) -> String {
+pub fn config_text(dist: &Path, db: &Path, extra: &str) -> String {
     let hash = password_hash();
     format!(
         r#"
