@@ -166,6 +166,36 @@ pub struct Migration {
     pub error: Option<String>,
 }
 
+impl Migration {
+    /// A migration that has just begun: no samples, no outcome yet.
+    pub fn begun(
+        id: String,
+        vm_uuid: String,
+        vm_name: String,
+        source: String,
+        state: MigrationState,
+        started_at_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            vm_uuid,
+            vm_name,
+            source,
+            destination: None,
+            state,
+            started_at_ms,
+            ended_at_ms: None,
+            started_by: None,
+            bandwidth_mib_s: None,
+            downtime_limit_ms: None,
+            progress_pct: None,
+            last_sample: None,
+            final_stats: None,
+            error: None,
+        }
+    }
+}
+
 /// A migration with its history, for the detail view and charts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationDetail {

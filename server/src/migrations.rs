@@ -74,23 +74,17 @@ async fn start(
             "planned host has no worker",
         ));
     };
-    let migration = Migration {
-        id: new_id(),
-        vm_uuid: plan.vm_uuid.clone(),
-        vm_name: plan.vm_name.clone(),
-        source: plan.source.clone(),
-        destination: Some(plan.destination.clone()),
-        state: MigrationState::Starting,
-        started_at_ms: unix_ms_now(&*state.clock),
-        ended_at_ms: None,
-        started_by: Some(principal.user.username.clone()),
-        bandwidth_mib_s: request.bandwidth_mib_s,
-        downtime_limit_ms: None,
-        progress_pct: None,
-        last_sample: None,
-        final_stats: None,
-        error: None,
-    };
+    let mut migration = Migration::begun(
+        new_id(),
+        plan.vm_uuid.clone(),
+        plan.vm_name.clone(),
+        plan.source.clone(),
+        MigrationState::Starting,
+        unix_ms_now(&*state.clock),
+    );
+    migration.destination = Some(plan.destination.clone());
+    migration.started_by = Some(principal.user.username.clone());
+    migration.bandwidth_mib_s = request.bandwidth_mib_s;
     state
         .fleet
         .update(|fleet, _| fleet.begin(migration.clone()))?;

@@ -152,23 +152,14 @@ mod tests {
     }
 
     fn record() -> MigrationRecord {
-        MigrationRecord::new(Migration {
-            id: "m".into(),
-            vm_uuid: "u".into(),
-            vm_name: "vm".into(),
-            source: "a".into(),
-            destination: Some("b".into()),
-            state: MigrationState::Starting,
-            started_at_ms: 0,
-            ended_at_ms: None,
-            started_by: None,
-            bandwidth_mib_s: None,
-            downtime_limit_ms: None,
-            progress_pct: None,
-            last_sample: None,
-            final_stats: None,
-            error: None,
-        })
+        MigrationRecord::new(Migration::begun(
+            "m".into(),
+            "u".into(),
+            "vm".into(),
+            "a".into(),
+            MigrationState::Starting,
+            0,
+        ))
     }
 
     #[test]

@@ -442,23 +442,16 @@ impl FleetState {
             Some(orphan) if orphan.source == host => orphan,
             _ => {
                 let elapsed = stats.u64("time_elapsed").unwrap_or(0);
-                Migration {
-                    id: new_id(),
-                    vm_uuid: vm_uuid.to_owned(),
-                    vm_name: vm_name.to_owned(),
-                    source: host.to_owned(),
-                    destination: self.incoming_host_of(vm_uuid, host),
-                    state: MigrationState::Running,
-                    started_at_ms: now_ms - i64::try_from(elapsed).unwrap_or(0),
-                    ended_at_ms: None,
-                    started_by: None,
-                    bandwidth_mib_s: None,
-                    downtime_limit_ms: None,
-                    progress_pct: None,
-                    last_sample: None,
-                    final_stats: None,
-                    error: None,
-                }
+                let mut found = Migration::begun(
+                    new_id(),
+                    vm_uuid.to_owned(),
+                    vm_name.to_owned(),
+                    host.to_owned(),
+                    MigrationState::Running,
+                    now_ms - i64::try_from(elapsed).unwrap_or(0),
+                );
+                found.destination = self.incoming_host_of(vm_uuid, host);
+                found
             }
         };
         let id = migration.id.clone();

@@ -83,23 +83,18 @@ fn sample_at(pass: u32, announced: bool, remaining: u64) -> Report {
 }
 
 fn migration(id: &str) -> Migration {
-    Migration {
-        id: id.into(),
-        vm_uuid: VM.into(),
-        vm_name: "web1".into(),
-        source: "a".into(),
-        destination: Some("b".into()),
-        state: MigrationState::Starting,
-        started_at_ms: 10,
-        ended_at_ms: None,
-        started_by: Some("ada".into()),
-        bandwidth_mib_s: Some(32),
-        downtime_limit_ms: None,
-        progress_pct: None,
-        last_sample: None,
-        final_stats: None,
-        error: None,
-    }
+    let mut m = Migration::begun(
+        id.into(),
+        VM.into(),
+        "web1".into(),
+        "a".into(),
+        MigrationState::Starting,
+        10,
+    );
+    m.destination = Some("b".into());
+    m.started_by = Some("ada".into());
+    m.bandwidth_mib_s = Some(32);
+    m
 }
 
 fn published_migration(changes: &[Change]) -> Option<&Migration> {

@@ -240,11 +240,10 @@ async fn unknown_api_paths_get_a_json_404_not_the_dashboard() {
 async fn malformed_json_is_a_400_with_the_reason() {
     let app = TestApp::new().await;
     let reply = app
-        .send(
-            Request::post("/api/login")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from("{\"username\": \"admin\", "))
-                .unwrap(),
+        .post_raw(
+            "/api/login",
+            "application/json",
+            "{\"username\": \"admin\", ",
         )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
@@ -293,11 +292,10 @@ async fn missing_or_wrong_fields_are_a_422_naming_them() {
 async fn a_body_that_is_not_json_is_refused() {
     let app = TestApp::new().await;
     let reply = app
-        .send(
-            Request::post("/api/login")
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(Body::from("username=admin&password=x"))
-                .unwrap(),
+        .post_raw(
+            "/api/login",
+            "application/x-www-form-urlencoded",
+            "username=admin&password=x",
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);

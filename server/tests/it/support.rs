@@ -121,6 +121,17 @@ impl TestApp {
         }
     }
 
+    /// `POST path` with a body sent as-is under `content_type`.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Reply {
+        self.send(
+            Request::post(path)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
         self.send(request(Method::GET, path, cookie, None)).await
     }

@@ -68,3 +68,11 @@ pub async fn wait_until(
 pub fn state(detail: &Value) -> &str {
     detail["migration"]["state"].as_str().unwrap_or_default()
 }
+
+/// Waits until the server has sampled the migration at least once (within 30 s).
+pub async fn wait_sampled(client: &Client, id: &str) -> Value {
+    wait_until(client, id, Duration::from_secs(30), "was sampled", |d| {
+        d["samples"].as_array().is_some_and(|s| !s.is_empty())
+    })
+    .await
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start, state, vm_uuid, wait_until};
+use converge_e2e::fleet::{start, state, vm_uuid, wait_sampled, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::SseReader;
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
@@ -209,14 +209,7 @@ async fn a_libvirtd_restart_is_survived_and_reported() {
         .reader;
     stream.patience = Duration::from_secs(60);
     let id = start(&admin, &uuid, "b", 32).await;
-    wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(30),
-        "started sampling",
-        |d| !d["samples"].as_array().unwrap().is_empty(),
-    )
-    .await;
+    wait_sampled(&admin, &id).await;
 
     lab.restart_host("a").await;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start, state, vm_uuid, wait_until};
+use converge_e2e::fleet::{start, state, vm_uuid, wait_sampled, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, config_text};
 use converge_e2e::{converge_binary, workspace_root};
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
@@ -27,14 +27,7 @@ async fn a_killed_server_is_replaced_and_the_migration_reported_to_completion() 
     let uuid = vm_uuid(&admin, "t-kill", "a").await;
     // Slow enough (~4 MiB/s for ~90 MiB) to outlive the first server.
     let id = start(&admin, &uuid, "b", 4).await;
-    wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(30),
-        "started sampling",
-        |d| !d["samples"].as_array().unwrap().is_empty(),
-    )
-    .await;
+    wait_sampled(&admin, &id).await;
     first.kill();
 
     let second = ServerProcess::start(&binary, &config, dir.path(), "info");
