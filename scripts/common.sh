@@ -6,6 +6,7 @@ TOOLS="$ROOT/.tools"
 
 TRUNK_VERSION="0.21.14"
 BINARYEN_VERSION="132.0.0"
+TERSER_VERSION="5.51.4"
 
 # Project tools first: in particular binaryen's wasm-opt from npm must win over Debian's
 # binaryen 108, which produces broken wasm (notes/toolchain.md).

@@ -31,8 +31,7 @@ impl fmt::Debug for LoginRequest {
 }
 
 /// What a signed-in user may do; the server enforces it, the dashboard only mirrors it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Everything an operator may do, plus kiosk tokens and the audit log.
     Admin,
@@ -44,18 +43,20 @@ pub enum Role {
     Kiosk,
 }
 
+wire_names!(Role {
+    Admin => "admin",
+    Operator => "operator",
+    Tenant => "tenant",
+    Kiosk => "kiosk",
+});
+
 impl Role {
     /// Every role, in order of decreasing power.
     pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Tenant, Role::Kiosk];
 
     /// The role's name as written in configuration and on the wire.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-            Role::Tenant => "tenant",
-            Role::Kiosk => "kiosk",
-        }
+        self.wire_name()
     }
 
     /// Whether this role may start, steer and abort migrations.

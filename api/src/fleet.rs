@@ -3,8 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Whether Converge can talk to a host's libvirt daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostState {
     /// Opening the first connection.
     Connecting,
@@ -13,6 +12,12 @@ pub enum HostState {
     /// The connection failed or dropped; Converge retries with backoff.
     Disconnected,
 }
+
+wire_names!(HostState {
+    Connecting => "connecting",
+    Connected => "connected",
+    Disconnected => "disconnected",
+});
 
 /// One libvirt host from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +39,7 @@ pub struct Host {
 }
 
 /// A VM's run state as the fleet page shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
     /// Running.
     Running,
@@ -48,6 +52,14 @@ pub enum VmState {
     /// Crashed, shutting down, or another state.
     Other,
 }
+
+wire_names!(VmState {
+    Running => "running",
+    Paused => "paused",
+    Incoming => "incoming",
+    Shutoff => "shutoff",
+    Other => "other",
+});
 
 /// One VM (libvirt domain) on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

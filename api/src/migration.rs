@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::{MigrationSettings, TimeoutAction};
+
 /// Where a migration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationState {
     /// Requested; libvirt has not reported a job yet.
     Starting,
@@ -21,6 +22,16 @@ pub enum MigrationState {
     /// Ended while Converge was not watching, and the outcome could not be read back.
     Unknown,
 }
+
+wire_names!(MigrationState {
+    Starting => "starting",
+    Running => "running",
+    PostCopy => "post_copy",
+    Completed => "completed",
+    Failed => "failed",
+    Aborted => "aborted",
+    Unknown => "unknown",
+});
 
 impl MigrationState {
     /// Whether the migration is still in flight.
@@ -151,10 +162,16 @@ pub struct Migration {
     pub ended_at_ms: Option<i64>,
     /// Who started it; `None` when Converge found it already running.
     pub started_by: Option<String>,
-    /// Bandwidth limit it was started with, MiB/s.
-    pub bandwidth_mib_s: Option<u64>,
-    /// The downtime limit libvirt reports, ms.
-    pub downtime_limit_ms: Option<u64>,
+    /// The preset it was started from.
+    pub preset: Option<String>,
+    /// What it was started with; `None` when Converge found it already running.
+    pub settings: Option<MigrationSettings>,
+    /// The levers' current values, as libvirt reports them.
+    pub levers: Levers,
+    /// The next deadline the policy will act on, while running.
+    pub deadline: Option<PendingDeadline>,
+    /// What operators and the policy did to it, oldest first.
+    pub actions: Vec<ActionRecord>,
     /// Share of memory sent, 0–100, from remaining memory at pass boundaries: it never
     /// runs backwards, and stalls when the guest dirties as fast as the link carries.
     pub progress_pct: Option<f64>,
@@ -186,14 +203,86 @@ impl Migration {
             started_at_ms,
             ended_at_ms: None,
             started_by: None,
-            bandwidth_mib_s: None,
-            downtime_limit_ms: None,
+            preset: None,
+            settings: None,
+            levers: Levers::default(),
+            deadline: None,
+            actions: Vec::new(),
             progress_pct: None,
             last_sample: None,
             final_stats: None,
             error: None,
         }
     }
+}
+
+/// Mid-flight levers, as libvirt reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Levers {
+    /// The downtime limit, ms.
+    pub downtime_limit_ms: Option<u64>,
+    /// The bandwidth limit, MiB/s (libvirt reports a huge number for "unlimited").
+    pub bandwidth_mib_s: Option<u64>,
+    /// The xbzrle cache size, bytes.
+    pub xbzrle_cache_bytes: Option<u64>,
+}
+
+/// The deadline the policy acts on next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeadline {
+    /// When it fires (unix ms).
+    pub at_ms: i64,
+    /// Which: `completion` or `stall`.
+    pub kind: String,
+    /// What happens then.
+    pub action: TimeoutAction,
+}
+
+/// Something done to a migration after it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// When (unix ms).
+    pub at_ms: i64,
+    /// The user, or `policy`.
+    pub actor: String,
+    /// What, in words ("downtime limit 100 → 250 ms").
+    pub what: String,
+    /// Why, in words, with the numbers that justified it.
+    pub reason: String,
+    /// `ok`, or what went wrong.
+    pub result: String,
+}
+
+/// Body of `PATCH /api/migrations/{id}`: one lever to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "lever", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LeverChange {
+    /// Set the downtime limit, ms.
+    DowntimeLimit {
+        /// New limit.
+        ms: u64,
+    },
+    /// Set the bandwidth limit, MiB/s.
+    Bandwidth {
+        /// New limit.
+        mib_s: u64,
+    },
+    /// Resize the xbzrle cache (only with xbzrle on), bytes.
+    XbzrleCache {
+        /// New size.
+        bytes: u64,
+    },
+    /// Switch to post-copy now (only if post-copy was allowed at start).
+    PostCopy,
+}
+
+/// Answer of `PATCH /api/migrations/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeverResult {
+    /// The value libvirt reports after the change (none for post-copy).
+    pub read_back: Option<u64>,
+    /// The migration as it stands.
+    pub migration: Migration,
 }
 
 /// A migration with its history, for the detail view and charts.
@@ -217,7 +306,10 @@ pub struct StartMigration {
     pub vm_uuid: String,
     /// Name of the destination host.
     pub destination: String,
-    /// Bandwidth limit, MiB/s; `None` for libvirt's default (unlimited).
+    /// The preset to start from (the server's default when unset).
     #[serde(default)]
-    pub bandwidth_mib_s: Option<u64>,
+    pub preset: Option<String>,
+    /// Settings to use instead of the preset's (the preset is then recorded as the base).
+    #[serde(default)]
+    pub settings: Option<MigrationSettings>,
 }

@@ -7,7 +7,8 @@ use std::fmt;
 
 use converge_api::LiveEvent;
 use converge_api::{
-    ErrorBody, Host, LoginRequest, Me, Migration, MigrationDetail, StartMigration, Vm,
+    AuditEntry, ErrorBody, Host, LeverChange, LeverResult, LoginRequest, Me, Migration,
+    MigrationDetail, Preset, StartMigration, Vm,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -82,6 +83,33 @@ pub async fn migration(id: &str) -> Result<MigrationDetail, ApiError> {
 /// `POST /api/migrations`.
 pub async fn start_migration(body: &StartMigration) -> Result<Migration, ApiError> {
     json(request("POST", "/api/migrations", Some(to_json(body)?)).await?)
+}
+
+/// `PATCH /api/migrations/{id}`: move one lever.
+pub async fn lever(id: &str, change: &LeverChange) -> Result<LeverResult, ApiError> {
+    json(
+        request(
+            "PATCH",
+            &format!("/api/migrations/{id}"),
+            Some(to_json(change)?),
+        )
+        .await?,
+    )
+}
+
+/// `GET /api/presets`.
+pub async fn presets() -> Result<Vec<Preset>, ApiError> {
+    json(request("GET", "/api/presets", None).await?)
+}
+
+/// `GET /api/history`: past migrations, newest first.
+pub async fn history() -> Result<Vec<Migration>, ApiError> {
+    json(request("GET", "/api/history?limit=200", None).await?)
+}
+
+/// `GET /api/audit`: the audit log, newest first.
+pub async fn audit() -> Result<Vec<AuditEntry>, ApiError> {
+    json(request("GET", "/api/audit?limit=500", None).await?)
 }
 
 /// `POST /api/migrations/{id}/abort`.

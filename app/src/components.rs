@@ -2,5 +2,6 @@
 
 pub mod chart;
 pub mod header;
+pub mod levers;
 pub mod migration_card;
 pub mod start_dialog;

@@ -1,34 +1,54 @@
 //! Numbers in human units: binary sizes (MiB, GiB), rates, durations.
+//!
+//! Integer arithmetic only: formatting an `f64` pulls Rust's float printing into the wasm
+//! bundle (~10 KB), and no figure here needs it.
 
-const KIB: f64 = 1024.0;
-const MIB: f64 = KIB * 1024.0;
-const GIB: f64 = MIB * 1024.0;
+const KIB: u64 = 1024;
+const MIB: u64 = KIB * 1024;
+const GIB: u64 = MIB * 1024;
+
+/// `whole.fraction` from a value scaled by 10^`decimals`, rounded.
+fn fixed(numerator: u64, denominator: u64, decimals: u32) -> String {
+    let scale = 10u64.pow(decimals);
+    let scaled = (u128::from(numerator) * u128::from(scale) + u128::from(denominator) / 2)
+        / u128::from(denominator.max(1));
+    let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+    if decimals == 0 {
+        scaled.to_string()
+    } else {
+        format!(
+            "{}.{:0width$}",
+            scaled / scale,
+            scaled % scale,
+            width = decimals as usize
+        )
+    }
+}
 
 /// `512 MiB`, `1.93 GiB`, `740 KiB`.
 pub fn bytes(n: u64) -> String {
-    let n = n as f64;
     if n >= GIB {
-        format!("{:.2} GiB", n / GIB)
-    } else if n >= 10.0 * MIB {
-        format!("{:.0} MiB", n / MIB)
+        format!("{} GiB", fixed(n, GIB, 2))
+    } else if n >= 10 * MIB {
+        format!("{} MiB", fixed(n, MIB, 0))
     } else if n >= MIB {
-        format!("{:.1} MiB", n / MIB)
+        format!("{} MiB", fixed(n, MIB, 1))
     } else if n >= KIB {
-        format!("{:.0} KiB", n / KIB)
+        format!("{} KiB", fixed(n, KIB, 0))
     } else {
-        format!("{n:.0} B")
+        format!("{n} B")
     }
 }
 
 /// `32.0 MiB/s`.
 pub fn rate(bytes_per_s: u64) -> String {
-    let n = bytes_per_s as f64;
+    let n = bytes_per_s;
     if n >= GIB {
-        format!("{:.2} GiB/s", n / GIB)
+        format!("{} GiB/s", fixed(n, GIB, 2))
     } else if n >= MIB {
-        format!("{:.1} MiB/s", n / MIB)
+        format!("{} MiB/s", fixed(n, MIB, 1))
     } else {
-        format!("{:.0} KiB/s", n / KIB)
+        format!("{} KiB/s", fixed(n, KIB, 0))
     }
 }
 
@@ -37,7 +57,7 @@ pub fn duration_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
     } else if ms < 60_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
+        format!("{} s", fixed(ms, 1000, 1))
     } else if ms < 3_600_000 {
         format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
     } else {
@@ -47,5 +67,19 @@ pub fn duration_ms(ms: u64) -> String {
 
 /// `63 %`.
 pub fn pct(p: f64) -> String {
-    format!("{p:.0} %")
+    format!("{} %", p.round() as i64)
+}
+
+/// `2026-11-28 14:03:07` in the browser's local time.
+pub fn clock(unix_ms: i64) -> String {
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(unix_ms as f64));
+    format!(
+        "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+        d.get_full_year(),
+        d.get_month() + 1,
+        d.get_date(),
+        d.get_hours(),
+        d.get_minutes(),
+        d.get_seconds()
+    )
 }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod components;
 pub mod format;
+pub mod hints;
 pub mod live;
 pub mod pages;
 pub mod route;
@@ -14,8 +15,11 @@ use converge_api::Me;
 use leptos::prelude::*;
 
 use components::header::Header;
+use pages::audit::AuditPage;
 use pages::fleet::FleetPage;
+use pages::history::HistoryPage;
 use pages::login::LoginPage;
+use pages::migration::MigrationPage;
 use route::Route;
 
 /// Where the dashboard stands with the server.
@@ -70,6 +74,9 @@ pub fn App() -> impl IntoView {
                     <Header me=me />
                     <main>{move || match route.get() {
                         Route::Fleet | Route::Login => view! { <FleetPage /> }.into_any(),
+                        Route::History => view! { <HistoryPage /> }.into_any(),
+                        Route::Audit => view! { <AuditPage /> }.into_any(),
+                        Route::Migration(id) => view! { <MigrationPage id=id /> }.into_any(),
                         Route::NotFound(path) => view! {
                             <section class="empty-state">
                                 <h1>"Nothing here"</h1>

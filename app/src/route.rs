@@ -11,6 +11,12 @@ pub enum Route {
     Login,
     /// `/`: hosts, VMs and migrations.
     Fleet,
+    /// `/history`: past migrations.
+    History,
+    /// `/migrations/{id}`: one migration, live or replayed.
+    Migration(String),
+    /// `/audit`: who did what (admins).
+    Audit,
     /// Anything else.
     NotFound(String),
 }
@@ -21,7 +27,12 @@ impl Route {
         match path.trim_end_matches('/') {
             "" | "/fleet" => Route::Fleet,
             "/login" => Route::Login,
-            other => Route::NotFound(other.to_owned()),
+            "/history" => Route::History,
+            "/audit" => Route::Audit,
+            other => match other.strip_prefix("/migrations/") {
+                Some(id) if !id.is_empty() && !id.contains('/') => Route::Migration(id.to_owned()),
+                _ => Route::NotFound(other.to_owned()),
+            },
         }
     }
 
@@ -30,6 +41,9 @@ impl Route {
         match self {
             Route::Login => "/login".into(),
             Route::Fleet => "/".into(),
+            Route::History => "/history".into(),
+            Route::Audit => "/audit".into(),
+            Route::Migration(id) => format!("/migrations/{id}"),
             Route::NotFound(path) => path.clone(),
         }
     }

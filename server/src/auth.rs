@@ -16,12 +16,14 @@ use converge_api::{LoginRequest, Me};
 use tower_sessions::Session;
 
 pub use client_addr::ClientAddr;
-pub use permissions::{Operate, Permission, Require, ViewFleet, allows};
+pub use permissions::{Operate, Permission, ReadAudit, Require, ViewFleet, allows};
 pub use principal::Principal;
 pub use throttle::LoginThrottle;
 pub use users::{User, UserDirectory, hash_password};
 
+use crate::audit;
 use crate::error::{ApiError, Json};
+use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 use principal::{AUTH_KEY, SessionAuth};
 
@@ -80,10 +82,25 @@ async fn login(
         state
             .throttle
             .record_failure(&username, client_addr, Instant::now());
-        tracing::warn!(%username, %client_addr, "sign-in refused: wrong username or password");
+        // A name that is no account is often a password typed in the wrong field: it is
+        // neither logged nor recorded.
+        let who = if state.users.get(&username).is_some() {
+            username.clone()
+        } else {
+            "(unknown user)".to_owned()
+        };
+        tracing::warn!(username = %who, %client_addr, "sign-in refused: wrong username or password");
+        record_sign_in(
+            &state,
+            &who,
+            client_addr,
+            "refused: wrong username or password",
+        )
+        .await?;
         return Err(ApiError::BadCredentials);
     };
     state.throttle.record_success(&username);
+    record_sign_in(&state, &username, client_addr, "ok").await?;
     // A new id at sign-in, so that an id planted before it (session fixation) is worthless.
     session.cycle_id().await?;
     session
@@ -93,11 +110,47 @@ async fn login(
     Ok(Json(user.me()))
 }
 
-async fn logout(principal: Principal) -> Result<StatusCode, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    ClientAddr(client_addr): ClientAddr,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
     // Deletes the row in the store, not just the cookie: a copied cookie dies too.
     principal.session.flush().await?;
     tracing::info!(username = %principal.user.username, "signed out");
+    let entry = audit::NewEntry {
+        actor: principal.user.username.clone(),
+        client_addr: Some(client_addr.to_string()),
+        action: "sign_out".into(),
+        vm: None,
+        migration_id: None,
+        details: String::new(),
+    };
+    audit::record(&state.db, unix_ms_now(&*state.clock), &entry, "ok")
+        .await
+        .map_err(|err| ApiError::internal("recording a sign-out", err))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a sign-in attempt in the audit log before it is answered.
+async fn record_sign_in(
+    state: &AppState,
+    who: &str,
+    client_addr: std::net::IpAddr,
+    result: &str,
+) -> Result<(), ApiError> {
+    let entry = audit::NewEntry {
+        actor: who.to_owned(),
+        client_addr: Some(client_addr.to_string()),
+        action: "sign_in".into(),
+        vm: None,
+        migration_id: None,
+        details: String::new(),
+    };
+    audit::record(&state.db, unix_ms_now(&*state.clock), &entry, result)
+        .await
+        .map(drop)
+        .map_err(|err| ApiError::internal("recording a sign-in", err))
 }
 
 async fn me(principal: Principal) -> Json<Me> {

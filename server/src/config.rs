@@ -43,6 +43,28 @@ pub struct Config {
     /// The live event stream.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Defaults for starting migrations.
+    #[serde(default)]
+    pub migrations: MigrationsConfig,
+    /// Presets added to (or replacing) the built-in ones, by name.
+    #[serde(default)]
+    pub presets: Vec<converge_api::Preset>,
+}
+
+/// `[migrations]`: defaults for starting migrations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationsConfig {
+    /// The preset used when a start request names none.
+    pub default_preset: String,
+}
+
+impl Default for MigrationsConfig {
+    fn default() -> Self {
+        Self {
+            default_preset: crate::presets::DEFAULT_PRESET.into(),
+        }
+    }
 }
 
 /// `[[hosts]]`: one libvirt host.

@@ -1,6 +1,7 @@
 //! The fleet: hosts, VMs and migrations in memory, fed by the host workers, read by the
 //! handlers, published to the hub and written to the database.
 
+mod act;
 mod record;
 mod state;
 
@@ -9,7 +10,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use converge_api::Migration;
 use tokio::sync::{mpsc, oneshot};
 
-pub use state::{Change, FleetState, Refusal, StartPlan, new_id};
+pub use act::{Act, ActKind, Executor};
+pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
 
 use crate::hub::{Audience, Hub};
 use crate::hypervisor::Report;
@@ -22,44 +24,49 @@ pub struct Fleet {
     state: Arc<RwLock<FleetState>>,
     hub: Arc<Hub>,
     persist: mpsc::UnboundedSender<Persist>,
-    clock: Arc<dyn Clock>,
+    acts: mpsc::UnboundedSender<Act>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
-/// A write for the persistence task; `done` is answered once it is on disk.
+/// A write for the persistence task.
+// Short-lived and moved once; boxing would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-struct Persist {
-    migration: Migration,
-    done: Option<oneshot::Sender<Result<(), sqlx::Error>>>,
+enum Persist {
+    /// A migration's summary; `done` is answered once it is on disk.
+    Migration {
+        migration: Migration,
+        done: Option<oneshot::Sender<Result<(), sqlx::Error>>>,
+    },
+    /// A (downsampled) sample for the history.
+    Sample(String, converge_api::Sample),
+    /// A pass boundary.
+    Iteration(String, converge_api::IterationMark),
+    /// Halve a migration's stored samples.
+    Thin(String),
 }
 
 impl Fleet {
     /// Builds the fleet and starts its persistence task (writes happen in the order the
     /// changes were made, so a migration's last state on disk is its last state).
+    /// Returns the receiving end of the action queue, for an [`Executor`].
     pub fn start(
         state: FleetState,
         hub: Arc<Hub>,
         db: sqlx::SqlitePool,
         clock: Arc<dyn Clock>,
-    ) -> Self {
-        let (persist, mut queue) = mpsc::unbounded_channel::<Persist>();
-        tokio::spawn(async move {
-            // Runs until every sender is gone, so writes queued before shutdown land.
-            while let Some(Persist { migration, done }) = queue.recv().await {
-                let result = store::save_migration(&db, &migration).await;
-                if let Err(err) = &result {
-                    tracing::error!(migration = %migration.id, error = %err, "cannot save a migration");
-                }
-                if let Some(done) = done {
-                    let _ = done.send(result);
-                }
-            }
-        });
-        Self {
+    ) -> (Self, mpsc::UnboundedReceiver<Act>) {
+        let (persist, queue) = mpsc::unbounded_channel::<Persist>();
+        tokio::spawn(persist_in_order(queue, db));
+        let (acts, act_queue) = mpsc::unbounded_channel();
+        let fleet = Self {
             state: Arc::new(RwLock::new(state)),
             hub,
             persist,
+            acts,
             clock,
-        }
+        };
+        (fleet, act_queue)
     }
 
     /// Reads the fleet. Keep the guard short; never hold it across an await.
@@ -82,15 +89,24 @@ impl Fleet {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let result = change(&mut state, now_ms);
         for change in result.changes() {
-            match change {
-                Change::Publish(event) => self.hub.publish(Audience::Fleet, event),
-                Change::Persist(migration) => {
-                    let _ = self.persist.send(Persist {
-                        migration: migration.clone(),
-                        done: None,
-                    });
+            let job = match change {
+                Change::Publish(event) => {
+                    self.hub.publish(Audience::Fleet, event);
+                    continue;
                 }
-            }
+                Change::Act(act) => {
+                    let _ = self.acts.send(act.clone());
+                    continue;
+                }
+                Change::Persist(migration) => Persist::Migration {
+                    migration: migration.clone(),
+                    done: None,
+                },
+                Change::PersistSample(id, sample) => Persist::Sample(id.clone(), sample.clone()),
+                Change::PersistIteration(id, mark) => Persist::Iteration(id.clone(), *mark),
+                Change::ThinSamples(id) => Persist::Thin(id.clone()),
+            };
+            let _ = self.persist.send(job);
         }
         result
     }
@@ -108,7 +124,7 @@ impl Fleet {
     /// before it is reported done).
     pub async fn persist_now(&self, migration: Migration) -> Result<(), sqlx::Error> {
         let (done, wait) = oneshot::channel();
-        let _ = self.persist.send(Persist {
+        let _ = self.persist.send(Persist::Migration {
             migration,
             done: Some(done),
         });
@@ -119,6 +135,38 @@ impl Fleet {
     pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) {
         while let Some(report) = reports.recv().await {
             self.update(|state, now_ms| state.apply(report, now_ms));
+        }
+    }
+}
+
+/// Writes in the order the changes were made, so a migration's last state on disk is its
+/// last state. Runs until every sender is gone, so writes queued before shutdown land.
+async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, db: sqlx::SqlitePool) {
+    while let Some(job) = queue.recv().await {
+        let (id, result, done) = match job {
+            Persist::Migration { migration, done } => (
+                migration.id.clone(),
+                store::save_migration(&db, &migration).await,
+                done,
+            ),
+            Persist::Sample(id, sample) => {
+                let result = store::save_sample(&db, &id, &sample).await;
+                (id, result, None)
+            }
+            Persist::Iteration(id, mark) => {
+                let result = store::save_iteration(&db, &id, &mark).await;
+                (id, result, None)
+            }
+            Persist::Thin(id) => {
+                let result = store::thin_samples(&db, &id).await;
+                (id, result, None)
+            }
+        };
+        if let Err(err) = &result {
+            tracing::error!(migration = %id, error = %err, "cannot save migration history");
+        }
+        if let Some(done) = done {
+            let _ = done.send(result);
         }
     }
 }

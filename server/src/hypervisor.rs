@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use converge_api::{LeverChange, Levers};
 use converge_libvirt::{DomainSummary, JobStats, LifecycleEvent, MigrationRequest};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
@@ -55,8 +56,8 @@ pub enum Report {
         at: OffsetDateTime,
         /// Set when this reading was taken because a new pre-copy pass began.
         iteration_started: Option<u32>,
-        /// The downtime limit libvirt reports for the migration, ms.
-        downtime_limit_ms: Option<u64>,
+        /// The levers' values as libvirt reports them.
+        levers: Levers,
     },
     /// A tracked job is no longer running.
     JobEnded {
@@ -104,10 +105,23 @@ pub enum Report {
 /// A request to a host worker.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Start a migration of `vm_uuid` and keep sampling it.
+    /// Start a migration of `vm_uuid` and keep sampling it; set the downtime limit first.
     Migrate {
         vm_uuid: String,
         request: Box<MigrationRequest>,
+        downtime_limit_ms: Option<u64>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Move a lever of the running migration of `vm_uuid`; answers the read-back value.
+    Lever {
+        vm_uuid: String,
+        change: LeverChange,
+        reply: oneshot::Sender<Result<Option<u64>, String>>,
+    },
+    /// Pause (`true`) or resume the guest.
+    Pause {
+        vm_uuid: String,
+        pause: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Abort the running job of `vm_uuid`.
@@ -129,10 +143,10 @@ pub struct HostHandle {
 }
 
 impl HostHandle {
-    async fn ask(
+    async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Command,
-    ) -> Result<(), String> {
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(worker::Msg::Command(make(reply)))
@@ -143,11 +157,37 @@ impl HostHandle {
     }
 
     /// Starts a migration (returns once libvirt accepted the domain; the migration then
-    /// runs on its own thread).
-    pub async fn migrate(&self, vm_uuid: String, request: MigrationRequest) -> Result<(), String> {
+    /// runs on its own thread), with the downtime limit set first.
+    pub async fn migrate(
+        &self,
+        vm_uuid: String,
+        request: MigrationRequest,
+        downtime_limit_ms: Option<u64>,
+    ) -> Result<(), String> {
         self.ask(|reply| Command::Migrate {
             vm_uuid,
             request: Box::new(request),
+            downtime_limit_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Moves a lever; returns the value libvirt reports afterwards.
+    pub async fn lever(&self, vm_uuid: String, change: LeverChange) -> Result<Option<u64>, String> {
+        self.ask(|reply| Command::Lever {
+            vm_uuid,
+            change,
+            reply,
+        })
+        .await
+    }
+
+    /// Pauses or resumes the guest.
+    pub async fn pause(&self, vm_uuid: String, pause: bool) -> Result<(), String> {
+        self.ask(|reply| Command::Pause {
+            vm_uuid,
+            pause,
             reply,
         })
         .await

@@ -5,6 +5,7 @@
 //! listener until a shutdown future resolves. `main.rs` only parses the command line and
 //! loads the configuration.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 mod error;
@@ -15,6 +16,8 @@ mod hosts;
 pub mod hub;
 pub mod hypervisor;
 mod migrations;
+pub mod policy;
+pub mod presets;
 pub mod state;
 pub mod store;
 mod web;
@@ -62,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hosts::router())
         .merge(migrations::router())
         .merge(events::router())
+        .merge(audit::router())
         .fallback(error::api_route_not_found)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
         .layer(sessions)

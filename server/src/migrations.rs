@@ -1,70 +1,125 @@
-//! `/api/migrations`: list, detail, start, abort.
+//! `/api/migrations`: list, history, detail, start, levers, abort; `/api/presets`.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use converge_api::{Migration, MigrationDetail, MigrationState, StartMigration};
-use converge_libvirt::MigrationRequest;
+use converge_api::{
+    LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings, MigrationState,
+    Preset, StartMigration, lint, refusal,
+};
+use converge_libvirt::{MigrationFlags, MigrationRequest};
+use serde::Deserialize;
 
-use crate::auth::{Operate, Principal, Require};
+use crate::audit::{self, NewEntry};
+use crate::auth::{ClientAddr, Operate, Principal, Require, ViewFleet};
 use crate::error::{ApiError, Json};
-use crate::fleet::{Fleet, new_id};
+use crate::fleet::{Act, ActKind, Executor, new_id};
 use crate::hypervisor::unix_ms_now;
+use crate::presets;
 use crate::state::AppState;
 
-/// Highest bandwidth limit accepted, MiB/s (a 400 Gbit/s link is ~48,000 MiB/s).
-const MAX_BANDWIDTH_MIB_S: u64 = 100_000;
-
-/// `/migrations`, `/migrations/{id}`, `/migrations/{id}/abort`.
+/// `/migrations`, `/migrations/{id}`, `/migrations/{id}/abort`, `/history`, `/presets`.
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/migrations", get(list).post(start))
-        .route("/migrations/{id}", get(detail))
+        .route("/migrations/{id}", get(detail).patch(lever))
         .route("/migrations/{id}/abort", post(abort))
+        .route("/history", get(history))
+        .route("/presets", get(list_presets))
 }
 
-async fn list(principal: Principal, State(fleet): State<Fleet>) -> Json<Vec<Migration>> {
+async fn list(principal: Principal, State(state): State<AppState>) -> Json<Vec<Migration>> {
     if principal.user.role.sees_whole_fleet() {
-        Json(fleet.read().migrations())
+        Json(state.fleet.read().migrations())
     } else {
         Json(Vec::new())
     }
 }
 
+/// Query of `GET /api/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryPage {
+    /// At most this many (1–500, default 50).
+    limit: Option<i64>,
+    /// Migrations started before this time (unix ms), for the next page.
+    before_ms: Option<i64>,
+}
+
+async fn history(
+    _: Require<ViewFleet>,
+    State(state): State<AppState>,
+    Query(page): Query<HistoryPage>,
+) -> Result<Json<Vec<Migration>>, ApiError> {
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Unprocessable(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    crate::store::history(&state.db, limit, page.before_ms)
+        .await
+        .map(Json)
+        .map_err(|err| ApiError::internal("reading history", err))
+}
+
 async fn detail(
     principal: Principal,
-    State(fleet): State<Fleet>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MigrationDetail>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no migration {id}"));
     // Not 403 for tenants: whether a migration id exists is itself not theirs to know.
-    let found = principal
-        .user
-        .role
-        .sees_whole_fleet()
-        .then(|| fleet.read().detail(&id))
-        .flatten();
-    found
+    if !principal.user.role.sees_whole_fleet() {
+        return Err(not_found());
+    }
+    if let Some(live) = state.fleet.read().detail(&id) {
+        return Ok(Json(live));
+    }
+    crate::store::migration_detail(&state.db, &id)
+        .await
+        .map_err(|err| ApiError::internal("reading a past migration", err))?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no migration {id}")))
+        .ok_or_else(not_found)
+}
+
+async fn list_presets(_: Require<Operate>, State(state): State<AppState>) -> Json<Vec<Preset>> {
+    Json(presets::all(&state.config.presets))
 }
 
 async fn start(
     Require(principal, ..): Require<Operate>,
+    ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,
     Json(request): Json<StartMigration>,
 ) -> Result<(StatusCode, Json<Migration>), ApiError> {
-    if let Some(bw) = request.bandwidth_mib_s
-        && !(1..=MAX_BANDWIDTH_MIB_S).contains(&bw)
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "bandwidth_mib_s must be between 1 and {MAX_BANDWIDTH_MIB_S} (or left out for no limit)"
-        )));
-    }
+    let presets = presets::all(&state.config.presets);
+    let preset_name = request
+        .preset
+        .clone()
+        .unwrap_or_else(|| state.config.migrations.default_preset.clone());
+    let preset = presets
+        .iter()
+        .find(|p| p.name == preset_name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = presets.iter().map(|p| p.name.as_str()).collect();
+            ApiError::Unprocessable(format!(
+                "no preset called \"{preset_name}\"; presets are: {}",
+                names.join(", ")
+            ))
+        })?;
+    let settings = request
+        .settings
+        .clone()
+        .unwrap_or_else(|| preset.settings.clone());
     let plan = state
         .fleet
         .read()
         .plan_start(&request.vm_uuid, &request.destination)?;
+    if let Some(why) = refusal(&lint(&settings, plan.memory_bytes)) {
+        return Err(ApiError::Unprocessable(why));
+    }
     let (Some(source), Some(destination)) = (
         state.hypervisors.get(&plan.source),
         state.hypervisors.get(&plan.destination),
@@ -74,6 +129,7 @@ async fn start(
             "planned host has no worker",
         ));
     };
+
     let mut migration = Migration::begun(
         new_id(),
         plan.vm_uuid.clone(),
@@ -84,30 +140,58 @@ async fn start(
     );
     migration.destination = Some(plan.destination.clone());
     migration.started_by = Some(principal.user.username.clone());
-    migration.bandwidth_mib_s = request.bandwidth_mib_s;
+    migration.preset = Some(preset_name.clone());
+    migration.settings = Some(settings.clone());
     state
         .fleet
         .update(|fleet, _| fleet.begin(migration.clone()))?;
     // On disk before libvirt is asked: a crash from here on leaves a record to finish.
-    if let Err(err) = state.fleet.persist_now(migration.clone()).await {
-        let id = migration.id.clone();
-        state
-            .fleet
-            .update(|fleet, now| fleet.start_failed(&id, "could not be recorded".into(), now));
-        return Err(ApiError::internal("recording a migration", err));
-    }
-    let libvirt_request = MigrationRequest {
-        destination_uri: destination.config.uri.clone(),
-        migration_uri: destination.config.migration_uri.clone(),
-        listen_address: destination.config.listen_address.clone(),
-        bandwidth_mib_s: request.bandwidth_mib_s,
-        ..MigrationRequest::default()
+    let entry = NewEntry {
+        actor: principal.user.username.clone(),
+        client_addr: Some(client_addr.to_string()),
+        action: "start".into(),
+        vm: Some(plan.vm_name.clone()),
+        migration_id: Some(migration.id.clone()),
+        details: format!(
+            "{} → {}, preset {preset_name}",
+            plan.source, plan.destination
+        ),
+    };
+    let recorded = match state.fleet.persist_now(migration.clone()).await {
+        Ok(()) => audit::begin(&state.db, migration.started_at_ms, &entry).await,
+        Err(err) => Err(err),
+    };
+    let audit_id = match recorded {
+        Ok(id) => id,
+        Err(err) => {
+            let id = migration.id.clone();
+            state
+                .fleet
+                .update(|fleet, now| fleet.start_failed(&id, "could not be recorded".into(), now));
+            return Err(ApiError::internal("recording a migration", err));
+        }
     };
     tracing::info!(
         migration = %migration.id, vm = %plan.vm_name, source = %plan.source,
-        destination = %plan.destination, user = %principal.user.username, "starting a migration"
+        destination = %plan.destination, preset = %preset_name,
+        user = %principal.user.username, "starting a migration"
     );
-    if let Err(message) = source.migrate(plan.vm_uuid.clone(), libvirt_request).await {
+    let request = libvirt_request(&settings, &destination.config);
+    let downtime = settings
+        .downtime_steps
+        .map(|steps| steps.start_ms)
+        .or(settings.downtime_limit_ms);
+    let started = source
+        .migrate(plan.vm_uuid.clone(), request, downtime)
+        .await;
+    let result = match &started {
+        Ok(()) => "ok".to_owned(),
+        Err(message) => format!("failed: {message}"),
+    };
+    if let Err(err) = audit::finish(&state.db, audit_id, &result).await {
+        tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
+    }
+    if let Err(message) = started {
         let id = migration.id.clone();
         state
             .fleet
@@ -120,27 +204,140 @@ async fn start(
     Ok((StatusCode::CREATED, Json(current.unwrap_or(migration))))
 }
 
+/// The libvirt request for `settings`, to the destination host's migration address.
+fn libvirt_request(
+    settings: &MigrationSettings,
+    destination: &crate::config::HostConfig,
+) -> MigrationRequest {
+    let caps = &settings.capabilities;
+    MigrationRequest {
+        destination_uri: destination.uri.clone(),
+        migration_uri: destination.migration_uri.clone(),
+        listen_address: destination.listen_address.clone(),
+        bandwidth_mib_s: settings.bandwidth_mib_s,
+        flags: MigrationFlags {
+            xbzrle_cache_bytes: caps.xbzrle_cache_bytes,
+            auto_converge: caps.auto_converge.is_some(),
+            postcopy: caps.postcopy,
+            parallel_connections: caps.parallel_connections,
+        },
+        auto_converge_initial_pct: caps.auto_converge.map(|a| a.initial_pct),
+        auto_converge_increment_pct: caps.auto_converge.map(|a| a.increment_pct),
+    }
+}
+
+async fn lever(
+    Require(principal, ..): Require<Operate>,
+    ClientAddr(client_addr): ClientAddr,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(change): Json<LeverChange>,
+) -> Result<Json<LeverResult>, ApiError> {
+    let checked = state.fleet.read().check_lever(&id, change);
+    let target = match checked {
+        Ok(target) => target,
+        Err(refusal) => {
+            let error = ApiError::from(refusal);
+            let vm = state.fleet.read().migration(&id).map(|m| m.vm_name.clone());
+            let entry = NewEntry {
+                actor: principal.user.username.clone(),
+                client_addr: Some(client_addr.to_string()),
+                action: ActKind::Lever(change).name().into(),
+                vm,
+                migration_id: Some(id.clone()),
+                details: ActKind::Lever(change).describe(),
+            };
+            refused(&state, &entry, &error).await?;
+            return Err(error);
+        }
+    };
+    let act = Act {
+        migration_id: id.clone(),
+        vm_uuid: target.vm_uuid,
+        vm_name: target.vm_name,
+        host: target.source,
+        kind: ActKind::Lever(change),
+        actor: principal.user.username.clone(),
+        client_addr: Some(client_addr.to_string()),
+        reason: "requested by an operator".into(),
+    };
+    let read_back = executor(&state)
+        .execute(act)
+        .await
+        .map_err(|message| ApiError::Conflict(format!("libvirt refused: {message}")))?;
+    let migration = current(&state, &id)?;
+    Ok(Json(LeverResult {
+        read_back,
+        migration,
+    }))
+}
+
 async fn abort(
     Require(principal, ..): Require<Operate>,
+    ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Migration>), ApiError> {
-    let (source, vm_uuid) = state.fleet.modify(|fleet| fleet.request_abort(&id))?;
-    let Some(host) = state.hypervisors.get(&source) else {
-        return Err(ApiError::internal(
-            "abort migration",
-            "source host has no worker",
+    let m = current(&state, &id)?;
+    if !m.state.is_active() {
+        let error = ApiError::Conflict(format!(
+            "migration {id} is already over ({}); nothing to abort",
+            m.state.wire_name()
         ));
+        let entry = NewEntry {
+            actor: principal.user.username.clone(),
+            client_addr: Some(client_addr.to_string()),
+            action: "abort".into(),
+            vm: Some(m.vm_name.clone()),
+            migration_id: Some(id.clone()),
+            details: ActKind::Abort.describe(),
+        };
+        refused(&state, &entry, &error).await?;
+        return Err(error);
+    }
+    let act = Act {
+        migration_id: id.clone(),
+        vm_uuid: m.vm_uuid,
+        vm_name: m.vm_name,
+        host: m.source,
+        kind: ActKind::Abort,
+        actor: principal.user.username.clone(),
+        client_addr: Some(client_addr.to_string()),
+        reason: "requested by an operator".into(),
     };
-    tracing::info!(migration = %id, user = %principal.user.username, "aborting a migration");
-    host.abort(vm_uuid)
+    executor(&state)
+        .execute(act)
         .await
         .map_err(|message| ApiError::Conflict(format!("libvirt could not abort: {message}")))?;
-    let current = state
+    Ok((StatusCode::ACCEPTED, Json(current(&state, &id)?)))
+}
+
+/// Records a refused request (so the log shows attempts too), before answering it.
+async fn refused(state: &AppState, entry: &NewEntry, error: &ApiError) -> Result<(), ApiError> {
+    audit::record(
+        &state.db,
+        unix_ms_now(&*state.clock),
+        entry,
+        &format!("refused: {error}"),
+    )
+    .await
+    .map(drop)
+    .map_err(|err| ApiError::internal("recording a refused request", err))
+}
+
+fn executor(state: &AppState) -> Executor {
+    Executor {
+        fleet: state.fleet.clone(),
+        hypervisors: state.hypervisors.clone(),
+        db: state.db.clone(),
+    }
+}
+
+fn current(state: &AppState, id: &str) -> Result<Migration, ApiError> {
+    state
         .fleet
         .read()
-        .migration(&id)
+        .migration(id)
         .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("no migration {id}")))?;
-    Ok((StatusCode::ACCEPTED, Json(current)))
+        .ok_or_else(|| ApiError::NotFound(format!("no migration {id}")))
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginThrottle, UserDirectory};
 use crate::config::Config;
-use crate::fleet::{Fleet, FleetState};
+use crate::fleet::{Executor, Fleet, FleetState};
 use crate::hub::Hub;
 use crate::hypervisor::{Hypervisors, unix_ms_now};
 use crate::store;
@@ -109,7 +109,7 @@ impl AppState {
             unix_ms_now(&*clock),
         );
         let to_track = fleet_state.restore(unfinished);
-        let fleet = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
+        let (fleet, acts) = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
         let hypervisors = Hypervisors::start(&config, reports.clone(), shutdown.clone())
             .map_err(StartupError::Libvirt)?;
@@ -118,7 +118,16 @@ impl AppState {
                 handle.track(vm_uuid);
             }
         }
+        let hypervisors = Arc::new(hypervisors);
         tokio::spawn(fleet.clone().run(incoming));
+        tokio::spawn(
+            Executor {
+                fleet: fleet.clone(),
+                hypervisors: hypervisors.clone(),
+                db: db.clone(),
+            }
+            .run(acts),
+        );
 
         Ok(Self {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
@@ -128,7 +137,7 @@ impl AppState {
             clock,
             fleet,
             hub,
-            hypervisors: Arc::new(hypervisors),
+            hypervisors,
             shutdown,
             reports,
             password_checks: Arc::new(Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),

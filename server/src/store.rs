@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use converge_api::{Migration, MigrationState};
+use converge_api::{IterationMark, Migration, MigrationDetail, MigrationState, Sample};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tower_sessions_sqlx_store::SqliteStore;
@@ -79,21 +79,27 @@ pub async fn active_migrations(pool: &SqlitePool) -> Result<Vec<Migration>, sqlx
     )
     .fetch_all(pool)
     .await?;
-    rows.into_iter()
-        .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))
-        .collect()
+    decode_all(rows)
 }
 
-/// Every migration of the database, newest first (at most `limit`).
-pub async fn recent_migrations(
+/// Migrations of the database, newest first: at most `limit`, started before `before_ms`.
+pub async fn history(
     pool: &SqlitePool,
     limit: i64,
+    before_ms: Option<i64>,
 ) -> Result<Vec<Migration>, sqlx::Error> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT summary_json FROM migrations ORDER BY started_at_ms DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT summary_json FROM migrations WHERE started_at_ms < ? \
+         ORDER BY started_at_ms DESC LIMIT ?",
+    )
+    .bind(before_ms.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    decode_all(rows)
+}
+
+fn decode_all(rows: Vec<(String,)>) -> Result<Vec<Migration>, sqlx::Error> {
     rows.into_iter()
         .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))
         .collect()
@@ -109,4 +115,106 @@ fn state_name(state: MigrationState) -> &'static str {
         MigrationState::Aborted => "aborted",
         MigrationState::Unknown => "unknown",
     }
+}
+
+/// Appends a (downsampled) sample to a migration's history.
+pub async fn save_sample(
+    pool: &SqlitePool,
+    migration_id: &str,
+    sample: &Sample,
+) -> Result<(), sqlx::Error> {
+    let json = serde_json::to_string(sample).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    sqlx::query(
+        "INSERT INTO migration_samples (migration_id, at_ms, sample_json) VALUES (?, ?, ?)",
+    )
+    .bind(migration_id)
+    .bind(sample.at_ms)
+    .bind(json)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Halves a migration's stored samples (every other one goes), keeping the shape of a
+/// long migration within a fixed number of rows.
+pub async fn thin_samples(pool: &SqlitePool, migration_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM migration_samples WHERE id IN ( \
+             SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY at_ms) AS n \
+                             FROM migration_samples WHERE migration_id = ?) \
+             WHERE n % 2 = 0)",
+    )
+    .bind(migration_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records (or updates) a pass boundary.
+pub async fn save_iteration(
+    pool: &SqlitePool,
+    migration_id: &str,
+    mark: &IterationMark,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO migration_iterations (migration_id, iteration, at_ms, elapsed_ms, mem_remaining_bytes) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (migration_id, iteration) DO UPDATE SET mem_remaining_bytes = excluded.mem_remaining_bytes",
+    )
+    .bind(migration_id)
+    .bind(i64::from(mark.iteration))
+    .bind(mark.at_ms)
+    .bind(i64::try_from(mark.elapsed_ms).unwrap_or(i64::MAX))
+    .bind(i64::try_from(mark.mem_remaining_bytes).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A migration from the database with its stored samples and boundaries.
+pub async fn migration_detail(
+    pool: &SqlitePool,
+    id: &str,
+) -> Result<Option<MigrationDetail>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT summary_json FROM migrations WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    let Some((json,)) = row else {
+        return Ok(None);
+    };
+    let migration: Migration =
+        serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into()))?;
+    let samples: Vec<(String,)> = sqlx::query_as(
+        "SELECT sample_json FROM migration_samples WHERE migration_id = ? ORDER BY at_ms",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let samples = samples
+        .into_iter()
+        .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))
+        .collect::<Result<Vec<Sample>, _>>()?;
+    let marks: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT iteration, at_ms, elapsed_ms, mem_remaining_bytes FROM migration_iterations \
+         WHERE migration_id = ? ORDER BY iteration",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    let iterations = marks
+        .into_iter()
+        .map(|(iteration, at_ms, elapsed_ms, remaining)| IterationMark {
+            iteration: u32::try_from(iteration).unwrap_or(0),
+            at_ms,
+            elapsed_ms: u64::try_from(elapsed_ms).unwrap_or(0),
+            mem_remaining_bytes: u64::try_from(remaining).unwrap_or(0),
+        })
+        .collect();
+    Ok(Some(MigrationDetail {
+        migration,
+        samples,
+        iterations,
+        raw_job_stats: Vec::new(),
+    }))
 }

@@ -14,11 +14,13 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const WIDTH: f64 = 320.0;
-const HEIGHT: f64 = 110.0;
-const PAD_LEFT: f64 = 4.0;
-const PAD_TOP: f64 = 14.0;
-const PAD_BOTTOM: f64 = 4.0;
+// Drawing units are tenths of a pixel of a 320 × 110 chart, so coordinates are whole
+// numbers: printing floats would pull Rust's float formatting into the bundle.
+const WIDTH: f64 = 3200.0;
+const HEIGHT: f64 = 1100.0;
+const PAD_LEFT: f64 = 40.0;
+const PAD_TOP: f64 = 140.0;
+const PAD_BOTTOM: f64 = 40.0;
 
 /// A line chart of `series` against a shared x axis (seconds), with vertical marks at
 /// `marks` (iteration boundaries).
@@ -42,14 +44,14 @@ pub fn LineChart(
                 <span class="chart-title">{title}</span>
                 <span class="chart-scale">{move || format_y(frame.get().max_y)}</span>
             </figcaption>
-            <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") preserveAspectRatio="none" role="img"
+            <svg viewBox="0 0 3200 1100" preserveAspectRatio="none" role="img"
                 aria-label=title>
-                <line class="axis" x1=PAD_LEFT y1=HEIGHT - PAD_BOTTOM x2=WIDTH y2=HEIGHT - PAD_BOTTOM />
+                <line class="axis" x1=PAD_LEFT as i64 y1=(HEIGHT - PAD_BOTTOM) as i64 x2=WIDTH as i64 y2=(HEIGHT - PAD_BOTTOM) as i64 />
                 {move || {
                     let f = frame.get();
                     marks.get().into_iter().map(|x| {
                         let x = f.x(x);
-                        view! { <line class="mark" x1=x y1=PAD_TOP x2=x y2=HEIGHT - PAD_BOTTOM /> }
+                        view! { <line class="mark" x1=x y1=PAD_TOP as i64 x2=x y2=(HEIGHT - PAD_BOTTOM) as i64 /> }
                     }).collect_view()
                 }}
                 {move || {
@@ -98,20 +100,21 @@ impl Frame {
         }
     }
 
-    fn x(&self, x: f64) -> f64 {
-        PAD_LEFT + (x - self.min_x) / (self.max_x - self.min_x) * (WIDTH - PAD_LEFT)
+    fn x(&self, x: f64) -> i64 {
+        (PAD_LEFT + (x - self.min_x) / (self.max_x - self.min_x) * (WIDTH - PAD_LEFT)).round()
+            as i64
     }
 
-    fn y(&self, y: f64) -> f64 {
+    fn y(&self, y: f64) -> i64 {
         let plot = HEIGHT - PAD_TOP - PAD_BOTTOM;
-        HEIGHT - PAD_BOTTOM - (y / self.max_y).clamp(0.0, 1.0) * plot
+        (HEIGHT - PAD_BOTTOM - (y / self.max_y).clamp(0.0, 1.0) * plot).round() as i64
     }
 
     fn path(&self, points: &[(f64, f64)]) -> String {
-        let mut d = String::with_capacity(points.len() * 14);
+        let mut d = String::with_capacity(points.len() * 12);
         for (i, &(x, y)) in points.iter().enumerate() {
             let cmd = if i == 0 { 'M' } else { 'L' };
-            d.push_str(&format!("{cmd}{:.1} {:.1}", self.x(x), self.y(y)));
+            d.push_str(&format!("{cmd}{} {}", self.x(x), self.y(y)));
         }
         d
     }

@@ -1,6 +1,6 @@
 //! The bar at the top of every signed-in page.
 
-use converge_api::Me;
+use converge_api::{Me, Role};
 use leptos::prelude::*;
 
 use crate::route::{self, Route};
@@ -27,7 +27,13 @@ pub fn Header(
     view! {
         <header class="top">
             <a class="brand" href="/" on:click=route::link(Route::Fleet)>"Converge"</a>
-            <nav></nav>
+            <nav>
+                <a href="/" on:click=route::link(Route::Fleet)>"Fleet"</a>
+                <a href="/history" on:click=route::link(Route::History)>"History"</a>
+                {(me.role == Role::Admin).then(|| view! {
+                    <a href="/audit" on:click=route::link(Route::Audit)>"Audit"</a>
+                })}
+            </nav>
             <span class="who">
                 <span class="username" data-testid="username">{me.username}</span>
                 <span class=format!("role role-{role}")>{role}</span>

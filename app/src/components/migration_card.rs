@@ -4,8 +4,9 @@ use converge_api::{MigrationState, Sample};
 use leptos::prelude::*;
 
 use super::chart::{LineChart, Series};
+use super::levers::{Levers, countdown};
+use crate::format;
 use crate::live::MigrationView;
-use crate::{api, format};
 
 /// One migration: who moves where, how far, how fast against how dirty, and the pause
 /// to expect.
@@ -80,7 +81,7 @@ pub fn MigrationCard(
                 <div><dt>"Data sent"</dt><dd data-testid="data-sent">{move || last().map(|s| format!("{} of {}", format::bytes(s.data_processed_bytes), format::bytes(s.data_total_bytes))).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Transfer"</dt><dd class="transfer" data-testid="transfer">{move || last().map(|s| format::rate(s.transfer_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Dirty rate"</dt><dd class="dirty">{move || last().map(|s| format::rate(s.dirty_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
-                <div><dt>"Expected pause"</dt><dd>{move || downtime_text(last(), m().downtime_limit_ms)}</dd></div>
+                <div><dt>"Expected pause"</dt><dd>{move || downtime_text(last(), m().levers.downtime_limit_ms)}</dd></div>
                 <div><dt>"Throttle"</dt><dd>{move || last().and_then(|s| s.throttle_pct).map(|p| format!("{p} %")).unwrap_or_else(|| "off".into())}</dd></div>
                 <div><dt>"xbzrle hits"</dt><dd>{move || last().and_then(|s| s.xbzrle).map(|x| hit_rate(x.pages, x.cache_misses)).unwrap_or_else(|| "off".into())}</dd></div>
             </dl>
@@ -89,8 +90,38 @@ pub fn MigrationCard(
                 <LineChart title="Remaining memory" series=remaining marks=marks format_y=|y| format::bytes(y as u64) />
             </div>
             <Outcome view=view />
-            {can_operate.then(|| view! { <AbortControl view=view /> })}
+            <Deadline view=view />
+            <Actions view=view />
+            {can_operate.then(|| view! { <Levers view=view /> })}
         </article>
+    }
+}
+
+/// The countdown to the policy's next deadline.
+#[component]
+fn Deadline(view: RwSignal<MigrationView>) -> impl IntoView {
+    move || {
+        let now = js_sys::Date::now() as i64;
+        view.with(|v| countdown(v, now)).map(|text| {
+            view! {
+                <p class="deadline" data-testid="deadline">"Deadline: " {text}</p>
+            }
+        })
+    }
+}
+
+/// What operators and the policy did, newest last.
+#[component]
+fn Actions(view: RwSignal<MigrationView>) -> impl IntoView {
+    move || {
+        let actions = view.with(|v| v.migration.actions.clone());
+        (!actions.is_empty()).then(|| view! {
+            <ul class="actions-log" data-testid="actions">
+                {actions.into_iter().rev().take(6).map(|a| view! {
+                    <li><b>{a.actor}</b> ": " {a.what} " — " {a.reason} " · " <i>{a.result}</i></li>
+                }).collect_view()}
+            </ul>
+        })
     }
 }
 
@@ -127,45 +158,6 @@ fn Outcome(view: RwSignal<MigrationView>) -> impl IntoView {
             }
             _ => None,
         }
-    }
-}
-
-/// Abort, with a confirmation step.
-#[component]
-fn AbortControl(view: RwSignal<MigrationView>) -> impl IntoView {
-    let confirming = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let pending = RwSignal::new(false);
-    let abort = move |_| {
-        let id = view.with_untracked(|v| v.migration.id.clone());
-        pending.set(true);
-        leptos::task::spawn_local(async move {
-            match api::abort_migration(&id).await {
-                Ok(_) => confirming.set(false),
-                Err(err) => error.set(Some(err.to_string())),
-            }
-            pending.set(false);
-        });
-    };
-    let active = move || view.with(|v| v.migration.state.is_active());
-    view! {
-        <Show when=active>
-            <div class="controls">
-                <Show when=move || confirming.get()
-                    fallback=move || view! {
-                        <button class="danger" data-testid="abort" on:click=move |_| confirming.set(true)>"Abort…"</button>
-                    }>
-                    <span class="confirm">
-                        {move || format!("Abort the migration of {}? It keeps running on {}.",
-                            view.with(|v| v.migration.vm_name.clone()),
-                            view.with(|v| v.migration.source.clone()))}
-                    </span>
-                    <button class="danger" data-testid="abort-confirm" on:click=abort disabled=move || pending.get()>"Abort migration"</button>
-                    <button class="secondary" on:click=move |_| confirming.set(false)>"Keep going"</button>
-                </Show>
-                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            </div>
-        </Show>
     }
 }
 

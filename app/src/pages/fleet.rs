@@ -53,9 +53,9 @@ pub fn FleetPage() -> impl IntoView {
                     </div>
                 </Show>
             </section>
-            <Show when=move || !live.vms.with(Vec::is_empty)>
+            {move || (!live.vms.with(Vec::is_empty)).then(|| view! {
                 <VmTable live=live can_operate=can_operate on_migrate=Callback::new(move |vm| migrating.set(Some(vm))) />
-            </Show>
+            })}
             {move || migrating.get().map(|vm| view! {
                 <StartDialog vm=vm hosts=live.hosts on_close=Callback::new(move |_| migrating.set(None)) />
             })}

@@ -53,9 +53,7 @@ pub fn LoginPage(
                     <input name="password" type="password" autocomplete="current-password" required
                         bind:value=password />
                 </label>
-                <Show when=move || error.get().is_some()>
-                    <p class="error" role="alert">{move || error.get()}</p>
-                </Show>
+                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
                 <button type="submit" disabled=move || pending.get()>
                     {move || if pending.get() { "Signing in…" } else { "Sign in" }}
                 </button>

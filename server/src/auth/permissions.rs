@@ -18,6 +18,8 @@ pub enum Permission {
     ViewFleet,
     /// Start, steer and abort migrations.
     Operate,
+    /// Read the audit log.
+    ReadAudit,
 }
 
 /// The table: whether `role` has `permission`.
@@ -26,8 +28,9 @@ pub fn allows(role: Role, permission: Permission) -> bool {
     match (role, permission) {
         (Role::Admin, _) => true,
         (Role::Operator, ViewFleet | Operate) => true,
+        (Role::Operator, ReadAudit) => false,
         (Role::Kiosk, ViewFleet) => true,
-        (Role::Kiosk, Operate) => false,
+        (Role::Kiosk, Operate | ReadAudit) => false,
         (Role::Tenant, _) => false,
     }
 }
@@ -50,6 +53,13 @@ impl Needed for ViewFleet {
 pub struct Operate;
 impl Needed for Operate {
     const PERMISSION: Permission = Permission::Operate;
+}
+
+/// Marker: [`Permission::ReadAudit`].
+#[derive(Debug)]
+pub struct ReadAudit;
+impl Needed for ReadAudit {
+    const PERMISSION: Permission = Permission::ReadAudit;
 }
 
 /// A signed-in user whose role has permission `P`: 401 without a session, 403 without
@@ -85,6 +95,17 @@ mod tests {
             assert_eq!(
                 allows(role, Permission::Operate),
                 role.can_operate(),
+                "{role}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_admins_read_the_audit_log() {
+        for role in Role::ALL {
+            assert_eq!(
+                allows(role, Permission::ReadAudit),
+                role == Role::Admin,
                 "{role}"
             );
         }

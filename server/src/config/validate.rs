@@ -115,7 +115,59 @@ impl Config {
         )?;
         in_range("events.keepalive_s", self.events.keepalive_s, 1, 300)?;
         self.validate_users()?;
-        self.validate_hosts()
+        self.validate_hosts()?;
+        self.validate_presets()
+    }
+
+    fn validate_presets(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for (i, preset) in self.presets.iter().enumerate() {
+            let name = preset.name.as_str();
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            if !valid {
+                return Err(ConfigError::invalid(
+                    format!("presets[{i}].name"),
+                    "use 1 to 64 letters, digits, '-' or '_'",
+                ));
+            }
+            if !seen.insert(name) {
+                return Err(ConfigError::invalid(
+                    format!("presets[{i}].name"),
+                    format!("\"{name}\" is already used by an earlier preset"),
+                ));
+            }
+            // Guest memory is unknown here; the cache-size rule is checked at start.
+            let findings = converge_api::lint(&preset.settings, 0);
+            if let Some(finding) = findings
+                .iter()
+                .find(|f| f.severity == converge_api::Severity::Refused)
+            {
+                return Err(ConfigError::invalid(
+                    format!("presets[{i}].settings.{}", finding.field),
+                    finding.message.clone(),
+                ));
+            }
+        }
+        let known = crate::presets::all(&self.presets);
+        if !known
+            .iter()
+            .any(|p| p.name == self.migrations.default_preset)
+        {
+            let names: Vec<&str> = known.iter().map(|p| p.name.as_str()).collect();
+            return Err(ConfigError::invalid(
+                "migrations.default_preset",
+                format!(
+                    "no preset called \"{}\"; presets are: {}",
+                    self.migrations.default_preset,
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_hosts(&self) -> Result<(), ConfigError> {

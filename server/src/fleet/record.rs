@@ -2,13 +2,24 @@
 
 use std::collections::VecDeque;
 
-use converge_api::{IterationMark, Migration, MigrationDetail, MigrationState, Sample};
+use converge_api::{
+    ActionRecord, IterationMark, Migration, MigrationDetail, MigrationState, Sample,
+};
+
+use crate::policy::PolicyState;
 
 /// Samples kept per migration: 30 minutes at the default 500 ms. When full, the older
 /// half is thinned to every other sample, so a long migration keeps its whole shape.
 pub(crate) const MAX_SAMPLES: usize = 3600;
 /// Pass boundaries kept per migration.
 const MAX_ITERATIONS: usize = 10_000;
+/// Actions kept per migration (operators' and the policy's).
+const MAX_ACTIONS: usize = 100;
+/// Samples stored per migration in the database; past this the stored series is halved
+/// and the spacing doubled, so a long migration keeps its whole shape in bounded space.
+pub(crate) const MAX_STORED_SAMPLES: usize = 1800;
+/// Spacing of stored samples at first, ms.
+const FIRST_STORE_SPACING_MS: i64 = 2000;
 
 /// A migration with what the server knows beyond its summary.
 #[derive(Debug, Clone)]
@@ -24,6 +35,23 @@ pub(crate) struct MigrationRecord {
     pub(crate) call_in_flight: bool,
     /// Lowest remaining memory seen at a pass boundary (after the first pass).
     best_boundary_remaining: Option<u64>,
+    /// What the deadline policy has done so far.
+    pub(crate) policy: PolicyState,
+    /// The policy paused the guest: resume it on the destination once it arrives.
+    pub(crate) paused_by_policy: bool,
+    /// When a sample was last written to the history, and how far apart they are.
+    last_stored_at_ms: i64,
+    store_spacing_ms: i64,
+    stored_samples: usize,
+}
+
+/// What to write to the history after a sample.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoreSample {
+    /// Write this sample.
+    pub(crate) store: bool,
+    /// Halve the stored series first.
+    pub(crate) thin: bool,
 }
 
 impl MigrationRecord {
@@ -36,7 +64,45 @@ impl MigrationRecord {
             abort_requested: false,
             call_in_flight: false,
             best_boundary_remaining: None,
+            policy: PolicyState::default(),
+            paused_by_policy: false,
+            last_stored_at_ms: i64::MIN,
+            store_spacing_ms: FIRST_STORE_SPACING_MS,
+            stored_samples: 0,
         }
+    }
+
+    /// The smallest dirty set at a pass boundary so far.
+    pub(crate) fn best_dirty(&self) -> Option<u64> {
+        self.best_boundary_remaining
+    }
+
+    /// Whether the sample just added goes to the history (one every few seconds, and
+    /// every one read at a pass boundary).
+    pub(crate) fn store_decision(&mut self, boundary: bool) -> StoreSample {
+        let Some(at) = self.migration.last_sample.as_ref().map(|s| s.at_ms) else {
+            return StoreSample::default();
+        };
+        if !boundary && at < self.last_stored_at_ms.saturating_add(self.store_spacing_ms) {
+            return StoreSample::default();
+        }
+        let thin = self.stored_samples >= MAX_STORED_SAMPLES;
+        if thin {
+            self.stored_samples /= 2;
+            self.store_spacing_ms *= 2;
+        }
+        self.stored_samples += 1;
+        self.last_stored_at_ms = at;
+        StoreSample { store: true, thin }
+    }
+
+    /// Adds an action to the migration's list (bounded).
+    pub(crate) fn push_action(&mut self, action: ActionRecord) {
+        let actions = &mut self.migration.actions;
+        if actions.len() == MAX_ACTIONS {
+            actions.remove(0);
+        }
+        actions.push(action);
     }
 
     /// Appends a sample. A sample read because a pass began (`iteration_started`) opens a
@@ -195,6 +261,38 @@ mod tests {
             .map(|m| m.mem_remaining_bytes)
             .collect();
         assert_eq!(marks, vec![900, 250, 400, 50]);
+    }
+
+    #[test]
+    fn the_history_keeps_one_sample_every_few_seconds_and_every_boundary() {
+        let mut r = record();
+        let mut stored = 0;
+        for i in 0..20 {
+            let mut s = sample(1, 500);
+            s.at_ms = i * 500;
+            r.add_sample(s, vec![], None);
+            stored += usize::from(r.store_decision(false).store);
+        }
+        assert_eq!(stored, 5, "at 0, 2, 4, 6 and 8 s: every 2 s");
+        let mut s = sample(2, 100);
+        s.at_ms = 9_600;
+        r.add_sample(s, vec![], Some(2));
+        assert!(r.store_decision(true).store, "a boundary is always stored");
+    }
+
+    #[test]
+    fn the_stored_history_is_halved_when_full() {
+        let mut r = record();
+        let mut thinned = 0;
+        for i in 0..(MAX_STORED_SAMPLES as i64 * 3) {
+            let mut s = sample(1, 500);
+            s.at_ms = i * 100_000;
+            r.add_sample(s, vec![], None);
+            let decision = r.store_decision(false);
+            thinned += usize::from(decision.thin);
+            assert!(r.stored_samples <= MAX_STORED_SAMPLES);
+        }
+        assert!(thinned >= 2, "halved {thinned} times");
     }
 
     #[test]

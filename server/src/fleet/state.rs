@@ -10,8 +10,14 @@ use converge_api::{
 };
 use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent};
 
+mod actions;
+mod sampling;
+
+pub use actions::LeverTarget;
+
 use super::record::MigrationRecord;
-use crate::hypervisor::{Report, final_stats, raw_fields, sample_from};
+use super::{Act, ActKind};
+use crate::hypervisor::{Report, final_stats};
 
 /// Finished migrations kept in memory for the fleet page.
 const KEEP_FINISHED: usize = 100;
@@ -27,6 +33,14 @@ pub enum Change {
     Publish(LiveEvent),
     /// Write this migration to the database.
     Persist(Migration),
+    /// Write a sample to the migration's history.
+    PersistSample(String, converge_api::Sample),
+    /// Write a pass boundary to the migration's history.
+    PersistIteration(String, converge_api::IterationMark),
+    /// Halve the migration's stored samples.
+    ThinSamples(String),
+    /// Carry out an action the policy decided.
+    Act(Act),
 }
 
 /// Why a request about a migration cannot be carried out.
@@ -51,6 +65,8 @@ pub struct StartPlan {
     pub source: String,
     /// Where it goes.
     pub destination: String,
+    /// The VM's memory, bytes.
+    pub memory_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +219,7 @@ impl FleetState {
             vm_name: domain.name.clone(),
             source,
             destination: destination.to_owned(),
+            memory_bytes: domain.memory_bytes,
         })
     }
 
@@ -230,25 +247,6 @@ impl FleetState {
         self.finish(id, MigrationState::Failed, Some(error), now_ms)
     }
 
-    /// Marks an abort as requested; returns the source host and VM to send it to.
-    pub fn request_abort(&mut self, id: &str) -> Result<(String, String), Refusal> {
-        let record = self
-            .migrations
-            .get_mut(id)
-            .ok_or_else(|| Refusal::NotFound(format!("no migration {id}")))?;
-        if !record.migration.state.is_active() {
-            return Err(Refusal::Conflict(format!(
-                "migration {id} is already over ({:?}); nothing to abort",
-                record.migration.state
-            )));
-        }
-        record.abort_requested = true;
-        Ok((
-            record.migration.source.clone(),
-            record.migration.vm_uuid.clone(),
-        ))
-    }
-
     // ---- reports ----
 
     /// Applies a host worker's report.
@@ -269,33 +267,17 @@ impl FleetState {
                 stats,
                 at,
                 iteration_started,
-                downtime_limit_ms,
-            } => {
-                let Some(id) = self.ensure_record(&host, &vm_uuid, &vm_name, &stats, now_ms) else {
-                    return Vec::new();
-                };
-                let sample = sample_from(&stats, at);
-                let incoming = self.incoming_host_of(&vm_uuid, &host);
-                let Some(record) = self.migrations.get_mut(&id) else {
-                    return Vec::new();
-                };
-                let was = record.migration.state;
-                if downtime_limit_ms.is_some() {
-                    record.migration.downtime_limit_ms = downtime_limit_ms;
-                }
-                let mark = record.add_sample(sample.clone(), raw_fields(&stats), iteration_started);
-                if record.migration.destination.is_none() {
-                    record.migration.destination = incoming;
-                }
-                let persist = was != self.migrations[&id].migration.state;
-                let mut changes = self.changed(&id, Some(sample), persist);
-                if let (Some(mark), Some(Change::Publish(LiveEvent::Migration(update)))) =
-                    (mark, changes.first_mut())
-                {
-                    update.iteration = Some(mark);
-                }
-                changes
-            }
+                levers,
+            } => self.sample(
+                &host,
+                &vm_uuid,
+                &vm_name,
+                &stats,
+                at,
+                iteration_started,
+                levers,
+                now_ms,
+            ),
             Report::JobCompleted {
                 host,
                 vm_uuid,
@@ -571,6 +553,7 @@ impl FleetState {
         let Some(record) = self.migrations.get_mut(id) else {
             return Vec::new();
         };
+        let mut resume = None;
         let m = &mut record.migration;
         if m.state.is_active() {
             m.state = state;
@@ -582,6 +565,24 @@ impl FleetState {
             if self.active_by_vm.get(&m.vm_uuid).map(String::as_str) == Some(id) {
                 self.active_by_vm.remove(&m.vm_uuid);
             }
+            // Paused by the policy to force switchover: make sure it runs where it landed.
+            if state == MigrationState::Completed
+                && record.paused_by_policy
+                && let Some(destination) = m.destination.clone()
+            {
+                resume = Some(Act {
+                    migration_id: id.to_owned(),
+                    vm_uuid: m.vm_uuid.clone(),
+                    vm_name: m.vm_name.clone(),
+                    host: destination.clone(),
+                    kind: ActKind::Resume,
+                    actor: "policy".into(),
+                    client_addr: None,
+                    reason: format!(
+                        "the guest was paused to force switchover; resume it on {destination}"
+                    ),
+                });
+            }
             self.finished.push_back(id.to_owned());
             while self.finished.len() > KEEP_FINISHED {
                 if let Some(old) = self.finished.pop_front() {
@@ -589,7 +590,9 @@ impl FleetState {
                 }
             }
         }
-        self.changed(id, None, true)
+        let mut changes = self.changed(id, None, true);
+        changes.extend(resume.map(Change::Act));
+        changes
     }
 
     fn changed(
@@ -623,5 +626,4 @@ pub fn new_id() -> String {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use converge_api::{LeverChange, Levers};
 use converge_libvirt::{
     Connection, DomainEvent, DomainEventKind, DomainState, EventSubscription, JobStats,
 };
@@ -221,12 +222,7 @@ impl Worker {
                 Ok(Msg::Command(Command::Track { vm_uuid })) => {
                     self.tracked.insert(vm_uuid);
                 }
-                Ok(Msg::Command(Command::Migrate { reply, .. } | Command::Abort { reply, .. })) => {
-                    let _ = reply.send(Err(format!(
-                        "host {} is not connected; Converge is reconnecting",
-                        self.config.name
-                    )));
-                }
+                Ok(Msg::Command(command)) => self.refuse_disconnected(command),
                 Ok(Msg::Returned { vm_uuid, result }) => self.on_returned(vm_uuid, result, true),
                 Ok(Msg::Event(_) | Msg::Closed(_)) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -254,11 +250,11 @@ impl Worker {
             if let Some(stats) = stats.filter(is_outgoing_migration) {
                 tracing::info!(host = %self.config.name, vm = %domain.name, "found a running migration");
                 self.tracked.insert(domain.uuid.clone());
-                let limit = conn
+                let levers = conn
                     .domain(&domain.uuid)
-                    .and_then(|d| d.max_downtime_ms())
-                    .ok();
-                self.report_sample(&domain.uuid, &domain.name, stats, None, limit);
+                    .map(|d| read_levers(&d, &stats))
+                    .unwrap_or_default();
+                self.report_sample(&domain.uuid, &domain.name, stats, None, levers);
             }
         }
         self.report(Report::Domains {
@@ -293,8 +289,8 @@ impl Worker {
         match domain.job_stats(false) {
             Ok(Some(stats)) if stats.kind.is_active() => {
                 let name = domain.name().unwrap_or_default();
-                let limit = domain.max_downtime_ms().ok();
-                self.report_sample(uuid, &name, stats, iteration_started, limit);
+                let levers = read_levers(&domain, &stats);
+                self.report_sample(uuid, &name, stats, iteration_started, levers);
             }
             Ok(_) => {
                 // Between our migrate call and QEMU starting the job there is no job yet:
@@ -351,6 +347,7 @@ impl Worker {
             Command::Migrate {
                 vm_uuid,
                 request,
+                downtime_limit_ms,
                 reply,
             } => {
                 let domain = match conn.domain(&vm_uuid) {
@@ -360,6 +357,14 @@ impl Worker {
                         return;
                     }
                 };
+                // Set before the job starts: QEMU keeps migration parameters across the
+                // start, and the first pass already runs under the chosen limit.
+                if let Some(ms) = downtime_limit_ms
+                    && let Err(err) = domain.set_max_downtime_ms(ms)
+                {
+                    let _ = reply.send(Err(format!("cannot set the downtime limit: {err}")));
+                    return;
+                }
                 self.tracked.insert(vm_uuid.clone());
                 self.in_flight.insert(vm_uuid.clone());
                 let done = self.tx.clone();
@@ -386,6 +391,34 @@ impl Worker {
                     }
                 }
             }
+            Command::Lever {
+                vm_uuid,
+                change,
+                reply,
+            } => {
+                let result = conn
+                    .domain(&vm_uuid)
+                    .and_then(|domain| apply_lever(&domain, change))
+                    .map_err(|err| err.to_string());
+                let _ = reply.send(result);
+            }
+            Command::Pause {
+                vm_uuid,
+                pause,
+                reply,
+            } => {
+                let result = conn
+                    .domain(&vm_uuid)
+                    .and_then(|domain| {
+                        if pause {
+                            domain.suspend()
+                        } else {
+                            domain.resume()
+                        }
+                    })
+                    .map_err(|err| err.to_string());
+                let _ = reply.send(result);
+            }
             Command::Abort { vm_uuid, reply } => {
                 let result = conn
                     .domain(&vm_uuid)
@@ -395,6 +428,27 @@ impl Worker {
             }
             Command::Track { vm_uuid } => {
                 self.tracked.insert(vm_uuid);
+            }
+        }
+    }
+
+    /// Answers a command that needs a connection while there is none.
+    fn refuse_disconnected(&mut self, command: Command) {
+        let why = format!(
+            "host {} is not connected; Converge is reconnecting",
+            self.config.name
+        );
+        match command {
+            Command::Track { vm_uuid } => {
+                self.tracked.insert(vm_uuid);
+            }
+            Command::Migrate { reply, .. }
+            | Command::Abort { reply, .. }
+            | Command::Pause { reply, .. } => {
+                let _ = reply.send(Err(why));
+            }
+            Command::Lever { reply, .. } => {
+                let _ = reply.send(Err(why));
             }
         }
     }
@@ -436,7 +490,7 @@ impl Worker {
         name: &str,
         stats: JobStats,
         iteration_started: Option<u32>,
-        downtime_limit_ms: Option<u64>,
+        levers: Levers,
     ) {
         self.report(Report::Sample {
             host: self.config.name.clone(),
@@ -445,7 +499,7 @@ impl Worker {
             stats,
             at: OffsetDateTime::now_utc(),
             iteration_started,
-            downtime_limit_ms,
+            levers,
         });
     }
 
@@ -463,6 +517,45 @@ impl Worker {
         // The fleet task ends only at shutdown; nothing to do if it is gone.
         let _ = self.reports.send(report);
     }
+}
+
+/// The levers' values: downtime and bandwidth asked of libvirt, the xbzrle cache from the
+/// job statistics (present only when xbzrle is on).
+fn read_levers(domain: &converge_libvirt::Domain, stats: &JobStats) -> Levers {
+    Levers {
+        downtime_limit_ms: domain.max_downtime_ms().ok(),
+        // libvirt reports "unlimited" as about 8 PiB/s.
+        bandwidth_mib_s: domain
+            .max_speed_mib_s()
+            .ok()
+            .filter(|&v| v <= converge_api::MAX_BANDWIDTH_MIB_S),
+        xbzrle_cache_bytes: stats.u64("compression_cache"),
+    }
+}
+
+/// Moves one lever and reads its value back from libvirt.
+fn apply_lever(
+    domain: &converge_libvirt::Domain,
+    change: LeverChange,
+) -> Result<Option<u64>, converge_libvirt::Error> {
+    Ok(match change {
+        LeverChange::DowntimeLimit { ms } => {
+            domain.set_max_downtime_ms(ms)?;
+            Some(domain.max_downtime_ms()?)
+        }
+        LeverChange::Bandwidth { mib_s } => {
+            domain.set_max_speed_mib_s(mib_s)?;
+            Some(domain.max_speed_mib_s()?)
+        }
+        LeverChange::XbzrleCache { bytes } => {
+            domain.set_xbzrle_cache_bytes(bytes)?;
+            Some(domain.xbzrle_cache_bytes()?)
+        }
+        LeverChange::PostCopy => {
+            domain.start_postcopy()?;
+            None
+        }
+    })
 }
 
 fn is_outgoing_migration(stats: &JobStats) -> bool {

@@ -214,6 +214,10 @@ async fn every_api_route_but_health_and_login_refuses_anonymous_callers() {
         (Method::GET, "/api/migrations/m1"),
         (Method::POST, "/api/migrations/m1/abort"),
         (Method::GET, "/api/events"),
+        (Method::PATCH, "/api/migrations/m1"),
+        (Method::GET, "/api/history"),
+        (Method::GET, "/api/presets"),
+        (Method::GET, "/api/audit"),
     ];
     for (method, path) in protected {
         let reply = app.send(request(method.clone(), path, None, None)).await;

@@ -132,3 +132,25 @@ fn sampling_limits_are_checked() {
     assert_eq!(config.sampler.interval_ms, 250);
     assert_eq!(config.events.replay_buffer, 4096);
 }
+
+#[test]
+fn presets_in_the_config_are_linted_like_a_start() {
+    let err = error_of(
+        "[[presets]]\nname = \"bad\"\ndescription = \"x\"\n[presets.settings.capabilities]\nxbzrle_cache_bytes = 67108864\nparallel_connections = 4\n",
+    );
+    assert!(
+        err.starts_with("presets[0].settings.capabilities.parallel_connections:"),
+        "{err}"
+    );
+    assert!(err.contains("xbzrle"), "{err}");
+    let err =
+        error_of("[[presets]]\nname = \"x\"\ndescription = \"x\"\n[presets.settings]\nwarp = 9\n");
+    assert!(err.contains("unknown field `warp`"), "{err}");
+    let err = error_of("[migrations]\ndefault_preset = \"nope\"\n");
+    assert!(
+        err.starts_with("migrations.default_preset: no preset called \"nope\""),
+        "{err}"
+    );
+    let config = Config::parse("[migrations]\ndefault_preset = \"nova\"\n").unwrap();
+    assert_eq!(config.migrations.default_preset, "nova");
+}

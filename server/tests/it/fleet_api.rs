@@ -100,12 +100,12 @@ async fn bad_start_requests_are_refused_and_start_nothing() {
             "no running VM with UUID",
         ),
         (
-            json!({ "vm_uuid": "x", "destination": "b", "bandwidth_mib_s": 0 }),
+            json!({ "vm_uuid": "x", "destination": "b", "preset": "nope" }),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "bandwidth_mib_s must be between 1 and",
+            "no preset called \"nope\"; presets are: converge, nova",
         ),
         (
-            json!({ "vm_uuid": "x", "destination": "b", "bandwidth_mib_s": -5 }),
+            json!({ "vm_uuid": "x", "destination": "b", "settings": { "bandwidth_mib_s": -5 } }),
             StatusCode::UNPROCESSABLE_ENTITY,
             "bandwidth_mib_s",
         ),

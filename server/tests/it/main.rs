@@ -5,6 +5,7 @@
 // Test code: a failed expectation should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_api;
 mod auth_api;
 mod binary;
 mod config_file;

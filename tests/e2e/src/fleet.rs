@@ -23,17 +23,34 @@ pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
     panic!("the server never listed {name} running on {host}");
 }
 
-/// Starts a migration of `vm_uuid` to `destination` and returns its id.
+/// Starts a migration of `vm_uuid` to `destination` at `bandwidth_mib_s`, with no
+/// capabilities and no deadline, and returns its id.
 pub async fn start(
     client: &Client,
     vm_uuid: &str,
     destination: &str,
     bandwidth_mib_s: u64,
 ) -> String {
+    start_with(
+        client,
+        vm_uuid,
+        destination,
+        json!({ "bandwidth_mib_s": bandwidth_mib_s }),
+    )
+    .await
+}
+
+/// Starts a migration with these settings (JSON, as in `StartMigration.settings`).
+pub async fn start_with(
+    client: &Client,
+    vm_uuid: &str,
+    destination: &str,
+    settings: Value,
+) -> String {
     let (status, body) = client
         .post(
             "/api/migrations",
-            json!({ "vm_uuid": vm_uuid, "destination": destination, "bandwidth_mib_s": bandwidth_mib_s }),
+            json!({ "vm_uuid": vm_uuid, "destination": destination, "settings": settings }),
         )
         .await;
     assert_eq!(status, 201, "start: {body}");

@@ -130,6 +130,9 @@ fn reading(tick: u64) -> Report {
         },
         at: time::OffsetDateTime::now_utc(),
         iteration_started: None,
-        downtime_limit_ms: Some(300),
+        levers: converge_api::Levers {
+            downtime_limit_ms: Some(300),
+            ..Default::default()
+        },
     }
 }

@@ -78,7 +78,10 @@ fn sample_at(pass: u32, announced: bool, remaining: u64) -> Report {
         ),
         at: OffsetDateTime::UNIX_EPOCH,
         iteration_started: announced.then_some(pass),
-        downtime_limit_ms: Some(300),
+        levers: converge_api::Levers {
+            downtime_limit_ms: Some(300),
+            ..Default::default()
+        },
     }
 }
 
@@ -93,7 +96,6 @@ fn migration(id: &str) -> Migration {
     );
     m.destination = Some("b".into());
     m.started_by = Some("ada".into());
-    m.bandwidth_mib_s = Some(32);
     m
 }
 

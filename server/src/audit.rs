@@ -1,0 +1,145 @@
+//! The audit log in the database, and `GET /api/audit` (admins).
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use converge_api::AuditEntry;
+use serde::Deserialize;
+use sqlx::SqlitePool;
+
+use crate::auth::{ReadAudit, Require};
+use crate::error::{ApiError, Json};
+use crate::state::AppState;
+
+/// An action about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// The user, or `policy`.
+    pub actor: String,
+    /// The client's address, for requests.
+    pub client_addr: Option<String>,
+    /// What (`start`, `abort`, `downtime_limit`, …).
+    pub action: String,
+    /// The VM's name.
+    pub vm: Option<String>,
+    /// The migration's id.
+    pub migration_id: Option<String>,
+    /// Parameters and reason.
+    pub details: String,
+}
+
+/// Writes the entry with result `pending`, before the action is carried out.
+pub async fn begin(pool: &SqlitePool, at_ms: i64, entry: &NewEntry) -> Result<i64, sqlx::Error> {
+    record(pool, at_ms, entry, "pending").await
+}
+
+/// Writes a finished entry in one go (e.g. a sign-in).
+pub async fn record(
+    pool: &SqlitePool,
+    at_ms: i64,
+    entry: &NewEntry,
+    result: &str,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO audit (at_ms, actor, client_addr, action, vm, migration_id, details, result) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(at_ms)
+    .bind(&entry.actor)
+    .bind(&entry.client_addr)
+    .bind(&entry.action)
+    .bind(&entry.vm)
+    .bind(&entry.migration_id)
+    .bind(&entry.details)
+    .bind(result)
+    .execute(pool)
+    .await?;
+    Ok(done.last_insert_rowid())
+}
+
+/// Sets the result of an entry written by [`begin`].
+pub async fn finish(pool: &SqlitePool, id: i64, result: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE audit SET result = ? WHERE id = ?")
+        .bind(result)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Entries newest first, at most `limit`, older than `before_id` when given.
+pub async fn list(
+    pool: &SqlitePool,
+    limit: i64,
+    before_id: Option<i64>,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    type Row = (
+        i64,
+        i64,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, at_ms, actor, client_addr, action, vm, migration_id, details, result \
+         FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind(before_id.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, at_ms, actor, client_addr, action, vm, migration_id, details, result)| {
+                AuditEntry {
+                    id,
+                    at_ms,
+                    actor,
+                    client_addr,
+                    action,
+                    vm,
+                    migration_id,
+                    details,
+                    result,
+                }
+            },
+        )
+        .collect())
+}
+
+/// `/audit`.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/audit", get(list_entries))
+}
+
+/// Query of `GET /api/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    /// At most this many (1–500, default 100).
+    limit: Option<i64>,
+    /// Entries older than this id (for the next page).
+    before: Option<i64>,
+}
+
+async fn list_entries(
+    _: Require<ReadAudit>,
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Unprocessable(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    list(&state.db, limit, page.before)
+        .await
+        .map(Json)
+        .map_err(|err| ApiError::internal("reading the audit log", err))
+}

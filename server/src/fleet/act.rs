@@ -1,0 +1,165 @@
+//! Carrying out actions on running migrations — an operator's lever or abort, or what the
+//! deadline policy decided — with an audit row written before each is attempted.
+
+use std::sync::Arc;
+
+use converge_api::{ActionRecord, LeverChange};
+use sqlx::SqlitePool;
+use tokio::sync::mpsc;
+
+use super::Fleet;
+use crate::audit::{self, NewEntry};
+use crate::hypervisor::{Hypervisors, unix_ms_now};
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActKind {
+    /// Move a lever.
+    Lever(LeverChange),
+    /// Abort the migration.
+    Abort,
+    /// Pause the guest (forces the last pass to complete).
+    Pause,
+    /// Resume the guest.
+    Resume,
+}
+
+impl ActKind {
+    /// The audit log's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActKind::Lever(LeverChange::DowntimeLimit { .. }) => "downtime_limit",
+            ActKind::Lever(LeverChange::Bandwidth { .. }) => "bandwidth",
+            ActKind::Lever(LeverChange::XbzrleCache { .. }) => "xbzrle_cache",
+            ActKind::Lever(LeverChange::PostCopy) => "post_copy",
+            ActKind::Abort => "abort",
+            ActKind::Pause => "pause",
+            ActKind::Resume => "resume",
+        }
+    }
+
+    /// In words.
+    pub fn describe(self) -> String {
+        match self {
+            ActKind::Lever(LeverChange::DowntimeLimit { ms }) => {
+                format!("set the downtime limit to {ms} ms")
+            }
+            ActKind::Lever(LeverChange::Bandwidth { mib_s }) => {
+                format!("set the bandwidth limit to {mib_s} MiB/s")
+            }
+            ActKind::Lever(LeverChange::XbzrleCache { bytes }) => {
+                format!("resize the xbzrle cache to {} MiB", bytes >> 20)
+            }
+            ActKind::Lever(LeverChange::PostCopy) => "switch to post-copy".into(),
+            ActKind::Abort => "abort the migration".into(),
+            ActKind::Pause => "pause the guest to force switchover".into(),
+            ActKind::Resume => "resume the guest".into(),
+        }
+    }
+}
+
+/// An action on one migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Act {
+    /// The migration.
+    pub migration_id: String,
+    /// Its VM's UUID.
+    pub vm_uuid: String,
+    /// Its VM's name (for the log).
+    pub vm_name: String,
+    /// The host to act on (the source, or the destination for a resume).
+    pub host: String,
+    /// What.
+    pub kind: ActKind,
+    /// The user, or `policy`.
+    pub actor: String,
+    /// The user's address.
+    pub client_addr: Option<String>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Carries out actions; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    /// The fleet, to record outcomes.
+    pub fleet: Fleet,
+    /// The hosts.
+    pub hypervisors: Arc<Hypervisors>,
+    /// The database (audit log).
+    pub db: SqlitePool,
+}
+
+impl Executor {
+    /// Carries out actions the fleet queued (the policy's), each on its own task, until
+    /// the queue closes.
+    pub async fn run(self, mut queue: mpsc::UnboundedReceiver<Act>) {
+        while let Some(act) = queue.recv().await {
+            let executor = self.clone();
+            tokio::spawn(async move {
+                let _ = executor.execute(act).await;
+            });
+        }
+    }
+
+    /// Writes the audit row, carries the action out, completes the row and records the
+    /// outcome on the migration. Returns libvirt's read-back value for a lever. If the
+    /// audit row cannot be written, nothing is done.
+    pub async fn execute(&self, act: Act) -> Result<Option<u64>, String> {
+        let entry = NewEntry {
+            actor: act.actor.clone(),
+            client_addr: act.client_addr.clone(),
+            action: act.kind.name().into(),
+            vm: Some(act.vm_name.clone()),
+            migration_id: Some(act.migration_id.clone()),
+            details: format!("{} — {}", act.kind.describe(), act.reason),
+        };
+        let now = unix_ms_now(&*self.fleet.clock);
+        let audit_id = audit::begin(&self.db, now, &entry)
+            .await
+            .map_err(|err| format!("could not record the action, so it was not done: {err}"))?;
+        let result = self.carry_out(&act).await;
+        let text = match &result {
+            Ok(Some(value)) => format!("ok (libvirt now reports {value})"),
+            Ok(None) => "ok".to_owned(),
+            Err(err) => format!("failed: {err}"),
+        };
+        if let Err(err) = audit::finish(&self.db, audit_id, &text).await {
+            tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
+        }
+        tracing::info!(
+            migration = %act.migration_id, vm = %act.vm_name, actor = %act.actor,
+            action = act.kind.name(), result = %text, "migration action"
+        );
+        let record = ActionRecord {
+            at_ms: unix_ms_now(&*self.fleet.clock),
+            actor: act.actor.clone(),
+            what: act.kind.describe(),
+            reason: act.reason.clone(),
+            result: text,
+        };
+        let succeeded = result.as_ref().ok().copied();
+        self.fleet
+            .update(|fleet, _| fleet.record_action(&act.migration_id, record, act.kind, succeeded));
+        result
+    }
+
+    async fn carry_out(&self, act: &Act) -> Result<Option<u64>, String> {
+        let host = self
+            .hypervisors
+            .get(&act.host)
+            .ok_or_else(|| format!("no host {}", act.host))?;
+        let uuid = act.vm_uuid.clone();
+        match act.kind {
+            ActKind::Lever(change) => host.lever(uuid, change).await,
+            ActKind::Abort => {
+                self.fleet
+                    .modify(|fleet| fleet.request_abort(&act.migration_id))
+                    .map_err(|refusal| format!("{refusal:?}"))?;
+                host.abort(uuid).await.map(|()| None)
+            }
+            ActKind::Pause => host.pause(uuid, true).await.map(|()| None),
+            ActKind::Resume => host.pause(uuid, false).await.map(|()| None),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! A job-statistics reading: the sample, the history to store, and the policy's turn.
+
+use converge_api::{LeverChange, Levers, LiveEvent, MigrationState, TimeoutAction};
+use converge_libvirt::JobStats;
+use time::OffsetDateTime;
+
+use super::{Change, FleetState};
+use crate::fleet::record::MigrationRecord;
+use crate::fleet::{Act, ActKind};
+use crate::hypervisor::{raw_fields, sample_from};
+use crate::policy::{self, Decision, PolicyInput};
+
+impl FleetState {
+    /// Applies a reading of `vm_uuid`'s outgoing migration from `host`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sample(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        vm_name: &str,
+        stats: &JobStats,
+        at: OffsetDateTime,
+        iteration_started: Option<u32>,
+        levers: Levers,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(id) = self.ensure_record(host, vm_uuid, vm_name, stats, now_ms) else {
+            return Vec::new();
+        };
+        let sample = sample_from(stats, at);
+        let incoming = self.incoming_host_of(vm_uuid, host);
+        let Some(record) = self.migrations.get_mut(&id) else {
+            return Vec::new();
+        };
+        let was = record.migration.state;
+        merge_levers(&mut record.migration.levers, levers);
+        let mark = record.add_sample(sample.clone(), raw_fields(stats), iteration_started);
+        if record.migration.destination.is_none() {
+            record.migration.destination = incoming;
+        }
+        let store = record.store_decision(iteration_started.is_some());
+        let acts = run_policy(record, now_ms);
+        let persist = was != record.migration.state;
+
+        let mut changes = self.changed(&id, Some(sample.clone()), persist);
+        if let (Some(mark), Some(Change::Publish(LiveEvent::Migration(update)))) =
+            (mark, changes.first_mut())
+        {
+            update.iteration = Some(mark);
+        }
+        if let Some(mark) = mark {
+            changes.push(Change::PersistIteration(id.clone(), mark));
+        }
+        if store.thin {
+            changes.push(Change::ThinSamples(id.clone()));
+        }
+        if store.store {
+            changes.push(Change::PersistSample(id, sample));
+        }
+        changes.extend(acts.into_iter().map(Change::Act));
+        changes
+    }
+}
+
+/// Keeps the last known value of a lever whose read-back failed this time.
+fn merge_levers(current: &mut Levers, read: Levers) {
+    current.downtime_limit_ms = read.downtime_limit_ms.or(current.downtime_limit_ms);
+    current.bandwidth_mib_s = read.bandwidth_mib_s.or(current.bandwidth_mib_s);
+    current.xbzrle_cache_bytes = read.xbzrle_cache_bytes.or(current.xbzrle_cache_bytes);
+}
+
+/// The policy's turn after a reading: updates the countdown, returns what to do.
+fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
+    let m = &record.migration;
+    let (Some(settings), Some(sample)) = (m.settings.clone(), m.last_sample.clone()) else {
+        return Vec::new();
+    };
+    // Pre-copy only: after a switch to post-copy there is nothing left to decide.
+    if m.state != MigrationState::Running || sample.mem_total_bytes == 0 {
+        record.migration.deadline = None;
+        return Vec::new();
+    }
+    let input = PolicyInput {
+        now_ms,
+        started_at_ms: m.started_at_ms,
+        iteration: sample.iteration,
+        mem_total_bytes: sample.mem_total_bytes,
+        best_dirty: record.best_dirty(),
+    };
+    let decisions = policy::decide(&settings, &mut record.policy, &input);
+    record.migration.deadline = policy::pending(&settings, &record.policy, &input);
+    let m = &record.migration;
+    decisions
+        .into_iter()
+        .map(|decision| {
+            let (kind, reason) = match decision {
+                Decision::Downtime { ms, reason } => {
+                    (ActKind::Lever(LeverChange::DowntimeLimit { ms }), reason)
+                }
+                Decision::Deadline { action, reason } => (
+                    match action {
+                        TimeoutAction::Abort => ActKind::Abort,
+                        TimeoutAction::PostCopy => ActKind::Lever(LeverChange::PostCopy),
+                        TimeoutAction::Pause => ActKind::Pause,
+                    },
+                    format!("deadline: {reason}"),
+                ),
+            };
+            Act {
+                migration_id: m.id.clone(),
+                vm_uuid: m.vm_uuid.clone(),
+                vm_name: m.vm_name.clone(),
+                host: m.source.clone(),
+                kind,
+                actor: "policy".into(),
+                client_addr: None,
+                reason,
+            }
+        })
+        .collect()
+}

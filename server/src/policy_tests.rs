@@ -1,0 +1,235 @@
+//! Policy: examples from the presets, and properties over arbitrary settings.
+
+use converge_api::{Deadline, DowntimeSteps, Growth, MigrationSettings, TimeoutAction};
+use proptest::prelude::*;
+
+use super::*;
+
+const HALF_GIB: u64 = 512 << 20;
+
+fn input(now_s: i64, iteration: u32, best_dirty: Option<u64>) -> PolicyInput {
+    PolicyInput {
+        now_ms: 1_000_000 + now_s * 1000,
+        started_at_ms: 1_000_000,
+        iteration,
+        mem_total_bytes: HALF_GIB,
+        best_dirty,
+    }
+}
+
+fn nova() -> MigrationSettings {
+    crate::presets::builtin()
+        .into_iter()
+        .find(|p| p.name == "nova")
+        .unwrap()
+        .settings
+}
+
+#[test]
+fn novas_timeout_scales_with_memory_and_ours_is_capped() {
+    assert_eq!(completion_timeout_s(&nova(), 16 << 30), Some(12_800));
+    let ours = crate::presets::builtin().remove(0).settings;
+    assert_eq!(completion_timeout_s(&ours, 16 << 30), Some(3400));
+    assert_eq!(completion_timeout_s(&ours, HALF_GIB), Some(400));
+}
+
+#[test]
+fn novas_downtime_steps_every_75_s_per_gib() {
+    let steps = nova().downtime_steps.unwrap();
+    assert_eq!(step_value(&steps, 0), 50);
+    assert_eq!(step_value(&steps, 1), 95);
+    assert_eq!(step_value(&steps, 10), 500);
+    // Half a GiB: a step every 37.5 s.
+    assert_eq!(due_step(&steps, &input(37, 4, None)), 0);
+    assert_eq!(due_step(&steps, &input(38, 4, None)), 1);
+    assert_eq!(due_step(&steps, &input(10_000, 4, None)), 10);
+}
+
+#[test]
+fn doubling_stops_at_the_maximum() {
+    let steps = DowntimeSteps {
+        start_ms: 100,
+        max_ms: 2000,
+        growth: Growth::Double,
+        steps: None,
+        every_s: None,
+        per_gib: false,
+        every_iterations: Some(1),
+    };
+    let values: Vec<u64> = (0..=last_step(&steps))
+        .map(|k| step_value(&steps, k))
+        .collect();
+    assert_eq!(values, vec![100, 200, 400, 800, 1600, 2000]);
+    assert_eq!(due_step(&steps, &input(0, 3, None)), 2);
+}
+
+#[test]
+fn a_step_is_decided_once_with_its_reason() {
+    let settings = nova();
+    let mut state = PolicyState::default();
+    assert!(decide(&settings, &mut state, &input(10, 2, None)).is_empty());
+    let decisions = decide(&settings, &mut state, &input(40, 3, None));
+    assert_eq!(
+        decisions,
+        vec![Decision::Downtime {
+            ms: 95,
+            reason: "downtime step 1 of 10: 50 → 95 ms (40 s elapsed)".into()
+        }]
+    );
+    assert!(decide(&settings, &mut state, &input(41, 3, None)).is_empty());
+}
+
+#[test]
+fn the_completion_deadline_fires_once_with_the_formula() {
+    let settings = MigrationSettings {
+        deadline: Deadline {
+            completion_s_per_gib: Some(800),
+            completion_max_s: Some(30),
+            stall_s: None,
+            action: TimeoutAction::Abort,
+        },
+        ..MigrationSettings::default()
+    };
+    let mut state = PolicyState::default();
+    assert!(decide(&settings, &mut state, &input(29, 5, Some(100 << 20))).is_empty());
+    let pending_deadline = pending(&settings, &state, &input(29, 5, None)).unwrap();
+    assert_eq!(pending_deadline.at_ms, 1_000_000 + 30_000);
+    let decisions = decide(&settings, &mut state, &input(30, 5, Some(100 << 20)));
+    assert_eq!(
+        decisions,
+        vec![Decision::Deadline {
+            action: TimeoutAction::Abort,
+            reason: "running for 30 s, past the completion timeout of 30 s (800 s/GiB × 0.50 GiB, capped at 30 s)".into()
+        }]
+    );
+    assert!(decide(&settings, &mut state, &input(31, 5, None)).is_empty());
+    assert!(pending(&settings, &state, &input(31, 5, None)).is_none());
+}
+
+#[test]
+fn a_stall_is_judged_on_the_smallest_dirty_set() {
+    let settings = MigrationSettings {
+        deadline: Deadline {
+            stall_s: Some(20),
+            action: TimeoutAction::PostCopy,
+            ..Deadline::default()
+        },
+        ..MigrationSettings::default()
+    };
+    let mut state = PolicyState::default();
+    // The first pass takes 60 s: never a stall.
+    assert!(decide(&settings, &mut state, &input(60, 1, None)).is_empty());
+    assert!(decide(&settings, &mut state, &input(65, 2, Some(200 << 20))).is_empty());
+    // Shrinks by a quarter at 75 s: the clock restarts.
+    assert!(decide(&settings, &mut state, &input(75, 4, Some(150 << 20))).is_empty());
+    // A 2 % wobble is noise, not progress.
+    assert!(decide(&settings, &mut state, &input(85, 5, Some(147 << 20))).is_empty());
+    assert!(decide(&settings, &mut state, &input(94, 7, Some(147 << 20))).is_empty());
+    let decisions = decide(&settings, &mut state, &input(95, 8, Some(147 << 20)));
+    assert_eq!(
+        decisions,
+        vec![Decision::Deadline {
+            action: TimeoutAction::PostCopy,
+            reason: "the smallest dirty set (150 MiB) has not shrunk for 20 s".into()
+        }]
+    );
+}
+
+fn arb_steps() -> impl Strategy<Value = DowntimeSteps> {
+    (
+        1u64..5000,
+        0u64..60_000,
+        prop::bool::ANY,
+        1u32..50,
+        prop::option::of(1u64..600),
+        prop::bool::ANY,
+        1u32..10,
+    )
+        .prop_map(
+            |(start, extra, linear, n, every_s, per_gib, every_it)| DowntimeSteps {
+                start_ms: start,
+                max_ms: start + extra,
+                growth: if linear {
+                    Growth::Linear
+                } else {
+                    Growth::Double
+                },
+                steps: Some(n),
+                every_s,
+                per_gib,
+                every_iterations: every_s.is_none().then_some(every_it),
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn step_values_rise_from_start_to_max(steps in arb_steps()) {
+        let last = last_step(&steps);
+        prop_assert_eq!(step_value(&steps, 0), steps.start_ms);
+        prop_assert_eq!(step_value(&steps, last), steps.max_ms);
+        for k in 0..last {
+            prop_assert!(step_value(&steps, k) <= step_value(&steps, k + 1));
+        }
+        prop_assert_eq!(step_value(&steps, last + 5), steps.max_ms);
+    }
+
+    #[test]
+    fn due_steps_never_go_back_nor_past_the_last(
+        steps in arb_steps(),
+        times in prop::collection::vec(0i64..100_000, 1..40),
+        mem in 1u64..(64u64 << 30),
+    ) {
+        let mut times = times;
+        times.sort_unstable();
+        let mut previous = 0;
+        for (i, t) in times.iter().enumerate() {
+            let reading = PolicyInput {
+                now_ms: *t * 1000,
+                started_at_ms: 0,
+                iteration: i as u32 + 1,
+                mem_total_bytes: mem,
+                best_dirty: None,
+            };
+            let due = due_step(&steps, &reading);
+            prop_assert!(due >= previous);
+            prop_assert!(due <= last_step(&steps));
+            previous = due;
+        }
+    }
+
+    #[test]
+    fn a_deadline_fires_at_most_once_and_never_early(
+        per_gib in prop::option::of(1u64..2000),
+        max_s in prop::option::of(10u64..5000),
+        stall_s in prop::option::of(5u64..5000),
+        readings in prop::collection::vec((0i64..20_000, 1u32..100, prop::option::of(0u64..(1u64 << 30))), 1..60),
+    ) {
+        let settings = MigrationSettings {
+            deadline: Deadline { completion_s_per_gib: per_gib, completion_max_s: max_s, stall_s, action: TimeoutAction::Abort },
+            ..MigrationSettings::default()
+        };
+        let mut readings = readings;
+        readings.sort_by_key(|r| r.0);
+        let mut state = PolicyState::default();
+        let mut fired = 0;
+        let timeout = completion_timeout_s(&settings, HALF_GIB);
+        for (t, iteration, best) in readings {
+            let reading = PolicyInput { now_ms: t * 1000, started_at_ms: 0, iteration, mem_total_bytes: HALF_GIB, best_dirty: best };
+            for decision in decide(&settings, &mut state, &reading) {
+                if let Decision::Deadline { reason, .. } = decision {
+                    fired += 1;
+                    if reason.starts_with("running for") {
+                        prop_assert!(t as u64 >= timeout.unwrap());
+                    } else {
+                        prop_assert!(t as u64 >= stall_s.unwrap());
+                    }
+                }
+            }
+        }
+        prop_assert!(fired <= 1);
+        if let (Some(max), Some(t)) = (max_s, timeout) {
+            prop_assert!(t <= max);
+        }
+    }
+}
