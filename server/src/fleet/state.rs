@@ -559,6 +559,7 @@ impl FleetState {
             m.state = state;
             m.error = error;
             m.ended_at_ms = Some(now_ms);
+            m.deadline = None;
             if state == MigrationState::Completed {
                 m.progress_pct = Some(100.0);
             }

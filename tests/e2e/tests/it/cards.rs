@@ -86,3 +86,101 @@ async fn a_running_migration_gets_a_live_card_with_both_charts() {
     lab.remove_vm("t-card").await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_started_from_the_dialog_with_xbzrle_completes_and_is_in_history() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-dialog", "loop", 128, 100).await;
+    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await;
+    let browser = Browser::start(&server.url).await;
+    browser.goto("/").await;
+    browser.fill("input[name=username]", "admin").await;
+    browser.fill("input[name=password]", ADMIN_PASSWORD).await;
+    browser.click("form.login-card button[type=submit]").await;
+    browser.find(".host.connected[data-host=b]").await;
+
+    browser
+        .click("tr[data-vm=t-dialog] [data-testid=migrate]")
+        .await;
+    let dialog = "[data-testid=start-dialog]";
+    browser
+        .find(&format!("{dialog} select[name=preset] option[value=nova]"))
+        .await;
+    // The linter explains a refused combination before anything is sent.
+    browser.click(&format!("{dialog} input[name=xbzrle]")).await;
+    browser
+        .click(&format!("{dialog} input[name=parallel]"))
+        .await;
+    browser
+        .wait_for_text(
+            "[data-testid=lint]",
+            "QEMU refuses xbzrle together with parallel connections",
+        )
+        .await;
+    let disabled = browser
+        .find("[data-testid=start-submit]")
+        .await
+        .attr("disabled")
+        .await
+        .unwrap();
+    assert!(
+        disabled.is_some(),
+        "Start is disabled while the linter refuses"
+    );
+    browser
+        .click(&format!("{dialog} input[name=parallel]"))
+        .await;
+    browser
+        .fill(&format!("{dialog} input[name=cache_mib]"), "256")
+        .await;
+    browser
+        .fill(&format!("{dialog} input[name=bandwidth]"), "32")
+        .await;
+    browser.screenshot("start-dialog").await;
+    browser.click("[data-testid=start-submit]").await;
+
+    browser.find("[data-testid=migration-card]").await;
+    browser
+        .wait_for_text_within(
+            "[data-testid=outcome]",
+            "Completed",
+            Duration::from_secs(120),
+        )
+        .await;
+    let hits = browser.wait_for_text("[data-testid=xbzrle]", "%").await;
+    assert_ne!(
+        hits.trim(),
+        "0 %",
+        "xbzrle found re-dirtied pages in its cache"
+    );
+
+    browser.click("header.top nav a[href='/history']").await;
+    browser.wait_for_path("/history").await;
+    browser
+        .wait_for_text("[data-testid=history]", "t-dialog")
+        .await;
+    browser
+        .wait_for_text("[data-testid=history]", "Completed")
+        .await;
+    browser.screenshot("history").await;
+    browser.click("[data-testid=history] a").await;
+    browser.find("[data-testid=migration-card]").await;
+    browser
+        .wait_for_text("[data-testid=outcome]", "Completed")
+        .await;
+    // The replay draws the charts from the stored samples.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while drawn_lines(&browser, 2).await < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay never drew its charts"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let shot = browser.screenshot("history-replay").await;
+    println!("screenshot: {}", shot.display());
+
+    browser.close().await;
+    lab.remove_vm("t-dialog").await;
+    server.stop().await;
+}

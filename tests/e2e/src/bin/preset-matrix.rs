@@ -1,0 +1,139 @@
+//! Lab benchmark (prints a table, asserts nothing): each configuration on each workload,
+//! through the real server and the real two-host lab.
+//!
+//! Workloads: `loop` (rewrites 128 MiB at 100 MiB/s) and `fresh` (new random data into a
+//! 128 MiB ring, as fast as it can). The lab's link is emulated by a 32 MiB/s bandwidth
+//! limit on every run (presets leave bandwidth unlimited, and loopback is far faster
+//! than a real link). A run that has not ended within the bound is stopped and reported
+//! as not completed. Usage: `preset-matrix [bound_s] [config…]`; configs are preset
+//! names, or `nothing`, `xbzrle`, `auto-converge`, `both` (static capabilities).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use converge_e2e::client::Client;
+use converge_e2e::fleet::{start_with, state, vm_uuid};
+use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
+use converge_testkit::lab::{HOSTS_CONFIG, Lab};
+use serde_json::{Value, json};
+
+const LINK_MIB_S: u64 = 32;
+const WORKLOADS: [(&str, &str, u32, u32); 2] =
+    [("loop", "loop", 128, 100), ("fresh", "fresh", 128, 0)];
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let bound = Duration::from_secs(args.next().and_then(|a| a.parse().ok()).unwrap_or(150));
+    let mut configs: Vec<String> = args.collect();
+    if configs.is_empty() {
+        configs = ["converge", "nova", "ovirt-minimal-downtime", "proxmox"]
+            .map(String::from)
+            .to_vec();
+    }
+    let lab = Lab::acquire().await;
+    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let presets = admin.get("/api/presets").await;
+    println!(
+        "preset-matrix: link {LINK_MIB_S} MiB/s, bound {} s per run",
+        bound.as_secs()
+    );
+    println!(
+        "{:<7} {:<24} {:<22} {:>9} {:>10} {:>10} {:>11}",
+        "load", "config", "outcome", "time s", "throttle", "pause ms", "sent MiB"
+    );
+    for (load, mode, mb, rate) in WORKLOADS {
+        for config in &configs {
+            let name = format!("bench-{load}");
+            lab.start_vm(&name, mode, mb, rate).await;
+            let uuid = vm_uuid(&admin, &name, "a").await;
+            let settings = settings_for(config, &presets);
+            let started = Instant::now();
+            let id = start_with(&admin, &uuid, "b", settings).await;
+            let detail = follow(&admin, &id, bound).await;
+            let elapsed = started.elapsed().as_secs_f64();
+            let m = &detail["migration"];
+            let samples = detail["samples"].as_array().cloned().unwrap_or_default();
+            let throttle = samples
+                .iter()
+                .filter_map(|s| s["throttle_pct"].as_u64())
+                .max()
+                .unwrap_or(0);
+            let outcome = match state(&detail) {
+                "completed" => "completed".to_owned(),
+                "running" => format!("not done in {} s", bound.as_secs()),
+                other => format!("{other} by policy"),
+            };
+            let sent = m["final_stats"]["data_sent_bytes"]
+                .as_u64()
+                .or_else(|| m["last_sample"]["data_processed_bytes"].as_u64())
+                .unwrap_or(0);
+            println!(
+                "{:<7} {:<24} {:<22} {:>9.1} {:>9}% {:>10} {:>11}",
+                load,
+                config,
+                outcome,
+                elapsed,
+                throttle,
+                m["final_stats"]["downtime_ms"]
+                    .as_u64()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                sent >> 20
+            );
+            if state(&detail) == "running" {
+                let _ = admin
+                    .post(&format!("/api/migrations/{id}/abort"), json!({}))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            lab.remove_vm(&name).await;
+        }
+    }
+    server.stop().await;
+}
+
+/// A preset's settings (or a static configuration) on the emulated link.
+fn settings_for(config: &str, presets: &Value) -> Value {
+    let xbzrle = json!({ "xbzrle_cache_bytes": 256u64 << 20 });
+    let auto = json!({ "auto_converge": { "initial_pct": 20, "increment_pct": 10 } });
+    let mut settings = match config {
+        "nothing" => json!({}),
+        "xbzrle" => json!({ "capabilities": xbzrle }),
+        "auto-converge" => json!({ "capabilities": auto }),
+        "both" => json!({ "capabilities": {
+            "xbzrle_cache_bytes": 256u64 << 20,
+            "auto_converge": { "initial_pct": 20, "increment_pct": 10 }
+        } }),
+        preset => presets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == preset)
+            .unwrap_or_else(|| panic!("no preset {preset}"))["settings"]
+            .clone(),
+    };
+    settings["bandwidth_mib_s"] = json!(LINK_MIB_S);
+    settings
+}
+
+/// Polls until the migration ends or the bound passes; returns its detail.
+async fn follow(admin: &Client, id: &str, bound: Duration) -> Value {
+    let until = Instant::now() + bound;
+    loop {
+        let detail = admin.get(&format!("/api/migrations/{id}")).await;
+        let done = !["starting", "running", "post_copy"].contains(&state(&detail));
+        if (done && !detail["migration"]["final_stats"].is_null())
+            || (done && state(&detail) != "completed")
+        {
+            return detail;
+        }
+        if Instant::now() >= until {
+            return detail;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
