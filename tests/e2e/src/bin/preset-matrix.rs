@@ -126,8 +126,8 @@ async fn follow(admin: &Client, id: &str, bound: Duration) -> Value {
     loop {
         let detail = admin.get(&format!("/api/migrations/{id}")).await;
         let done = !["starting", "running", "post_copy"].contains(&state(&detail));
-        if (done && !detail["migration"]["final_stats"].is_null())
-            || (done && state(&detail) != "completed")
+        // A completed migration is followed until its final statistics arrive too.
+        if done && (state(&detail) != "completed" || !detail["migration"]["final_stats"].is_null())
         {
             return detail;
         }
