@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// One recorded action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct AuditEntry {
     /// Increasing id.
     pub id: i64,

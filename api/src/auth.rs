@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Answer of `GET /api/health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Health {
     /// Always `"ok"` when the server answers at all.
     pub status: String,
@@ -13,6 +14,7 @@ pub struct Health {
 
 /// Body of `POST /api/login`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The account name, as written in the server's configuration.
@@ -32,14 +34,19 @@ impl fmt::Debug for LoginRequest {
 
 /// What a signed-in user may do; the server enforces it, the dashboard only mirrors it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Role {
     /// Everything an operator may do, plus kiosk tokens and the audit log.
+    #[cfg_attr(feature = "mini", serde(rename = "admin"))]
     Admin,
     /// Every host, VM and migration; starts, steers and aborts migrations.
+    #[cfg_attr(feature = "mini", serde(rename = "operator"))]
     Operator,
     /// Read-only status of the VMs of the user's own projects.
+    #[cfg_attr(feature = "mini", serde(rename = "tenant"))]
     Tenant,
     /// Read-only wall board of every live migration.
+    #[cfg_attr(feature = "mini", serde(rename = "kiosk"))]
     Kiosk,
 }
 
@@ -78,6 +85,7 @@ impl fmt::Display for Role {
 
 /// Answer of `GET /api/me` and of a successful login: who the session belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Me {
     /// The account name.
     pub username: String,
@@ -89,6 +97,7 @@ pub struct Me {
 
 /// Body of every error answer: one sentence a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct ErrorBody {
     /// What went wrong and, where it helps, what to do about it.
     pub error: String,

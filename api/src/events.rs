@@ -13,6 +13,7 @@ use crate::migration::{IterationMark, Migration, Sample};
 /// `event: migration` — one per migration per sampling tick while it runs, and one
 /// whenever its state changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct MigrationUpdate {
     /// The migration as it stands now.
     pub migration: Migration,
@@ -24,6 +25,7 @@ pub struct MigrationUpdate {
 
 /// `event: host` — a host's connection state or VM count changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct HostUpdate {
     /// The host as it stands now.
     pub host: Host,
@@ -31,6 +33,7 @@ pub struct HostUpdate {
 
 /// `event: vms` — a host's VM list changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct VmsUpdate {
     /// The host.
     pub host: String,
@@ -41,6 +44,7 @@ pub struct VmsUpdate {
 /// `event: resync` — events were missed (the viewer fell behind, or resumed from too far
 /// back): fetch the current state again over REST.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Resync {
     /// Why.
     pub reason: String,

@@ -4,12 +4,16 @@ use serde::{Deserialize, Serialize};
 
 /// Whether Converge can talk to a host's libvirt daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum HostState {
     /// Opening the first connection.
+    #[cfg_attr(feature = "mini", serde(rename = "connecting"))]
     Connecting,
     /// Connected; its VMs and migrations are live.
+    #[cfg_attr(feature = "mini", serde(rename = "connected"))]
     Connected,
     /// The connection failed or dropped; Converge retries with backoff.
+    #[cfg_attr(feature = "mini", serde(rename = "disconnected"))]
     Disconnected,
 }
 
@@ -21,6 +25,7 @@ wire_names!(HostState {
 
 /// One libvirt host from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Host {
     /// The name given in the configuration.
     pub name: String,
@@ -40,16 +45,22 @@ pub struct Host {
 
 /// A VM's run state as the fleet page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum VmState {
     /// Running.
+    #[cfg_attr(feature = "mini", serde(rename = "running"))]
     Running,
     /// Paused.
+    #[cfg_attr(feature = "mini", serde(rename = "paused"))]
     Paused,
     /// The receiving side of a migration (paused until switchover).
+    #[cfg_attr(feature = "mini", serde(rename = "incoming"))]
     Incoming,
     /// Shut off.
+    #[cfg_attr(feature = "mini", serde(rename = "shutoff"))]
     Shutoff,
     /// Crashed, shutting down, or another state.
+    #[cfg_attr(feature = "mini", serde(rename = "other"))]
     Other,
 }
 
@@ -63,6 +74,7 @@ wire_names!(VmState {
 
 /// One VM (libvirt domain) on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Vm {
     /// The domain's UUID.
     pub uuid: String,

@@ -49,7 +49,8 @@ pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate};
 pub use fleet::{Host, HostState, Vm, VmState};
 pub use migration::{
     ActionRecord, FinalStats, IterationMark, LeverChange, LeverResult, Levers, Migration,
-    MigrationDetail, MigrationState, PendingDeadline, Sample, StartMigration, XbzrleStats,
+    MigrationDetail, MigrationState, PendingDeadline, RawField, Sample, StartMigration,
+    XbzrleStats,
 };
 pub use settings::{
     AutoConverge, Capabilities, Deadline, DowntimeSteps, Finding, Growth, MAX_BANDWIDTH_MIB_S,

@@ -6,20 +6,28 @@ use crate::settings::{MigrationSettings, TimeoutAction};
 
 /// Where a migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum MigrationState {
     /// Requested; libvirt has not reported a job yet.
+    #[cfg_attr(feature = "mini", serde(rename = "starting"))]
     Starting,
     /// Pre-copy passes are running.
+    #[cfg_attr(feature = "mini", serde(rename = "running"))]
     Running,
     /// Switched to post-copy: the guest runs on the destination, pages follow on demand.
+    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
     /// The VM runs on the destination.
+    #[cfg_attr(feature = "mini", serde(rename = "completed"))]
     Completed,
     /// libvirt or QEMU gave up; the VM keeps running on the source.
+    #[cfg_attr(feature = "mini", serde(rename = "failed"))]
     Failed,
     /// Aborted on request; the VM keeps running on the source.
+    #[cfg_attr(feature = "mini", serde(rename = "aborted"))]
     Aborted,
     /// Ended while Converge was not watching, and the outcome could not be read back.
+    #[cfg_attr(feature = "mini", serde(rename = "unknown"))]
     Unknown,
 }
 
@@ -45,6 +53,7 @@ impl MigrationState {
 
 /// xbzrle (delta compression of re-dirtied pages) counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct XbzrleStats {
     /// Size of the cache of previously sent pages.
     pub cache_bytes: u64,
@@ -60,6 +69,7 @@ pub struct XbzrleStats {
 
 /// One reading of a migration's job statistics (`virsh domjobinfo`), with derived values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Sample {
     /// When it was read (unix ms).
     pub at_ms: i64,
@@ -113,6 +123,7 @@ pub struct Sample {
 /// Remaining memory when a pre-copy pass began: the guest's dirty set from the previous
 /// pass. Unlike raw samples, these do not saw-tooth within a pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct IterationMark {
     /// The pass that began (2 = the first re-send).
     pub iteration: u32,
@@ -126,6 +137,7 @@ pub struct IterationMark {
 
 /// Final statistics of a finished migration, from libvirt's job-completed event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct FinalStats {
     /// How long the guest was paused at switchover, ms.
     pub downtime_ms: Option<u64>,
@@ -143,6 +155,7 @@ pub struct FinalStats {
 
 /// One migration attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Migration {
     /// Converge's id for this attempt.
     pub id: String,
@@ -218,6 +231,7 @@ impl Migration {
 
 /// Mid-flight levers, as libvirt reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Levers {
     /// The downtime limit, ms.
     pub downtime_limit_ms: Option<u64>,
@@ -229,6 +243,7 @@ pub struct Levers {
 
 /// The deadline the policy acts on next.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct PendingDeadline {
     /// When it fires (unix ms).
     pub at_ms: i64,
@@ -240,6 +255,7 @@ pub struct PendingDeadline {
 
 /// Something done to a migration after it started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct ActionRecord {
     /// When (unix ms).
     pub at_ms: i64,
@@ -276,8 +292,47 @@ pub enum LeverChange {
     PostCopy,
 }
 
+/// `{"lever": "downtime_limit", "ms": 500}` for the dashboard, which encodes with
+/// miniserde (its derive does not do tagged enums).
+#[cfg(feature = "mini")]
+impl miniserde::Serialize for LeverChange {
+    fn begin(&self) -> miniserde::ser::Fragment<'_> {
+        use std::borrow::Cow;
+
+        struct Fields {
+            lever: &'static str,
+            value: Option<(&'static str, u64)>,
+            at: u8,
+        }
+        impl miniserde::ser::Map for Fields {
+            fn next(&mut self) -> Option<(Cow<'_, str>, &dyn miniserde::Serialize)> {
+                self.at += 1;
+                match self.at {
+                    1 => Some((Cow::Borrowed("lever"), &self.lever)),
+                    2 => self.value.as_ref().map(|(key, value)| {
+                        (Cow::Borrowed(*key), value as &dyn miniserde::Serialize)
+                    }),
+                    _ => None,
+                }
+            }
+        }
+        let (lever, value) = match *self {
+            LeverChange::DowntimeLimit { ms } => ("downtime_limit", Some(("ms", ms))),
+            LeverChange::Bandwidth { mib_s } => ("bandwidth", Some(("mib_s", mib_s))),
+            LeverChange::XbzrleCache { bytes } => ("xbzrle_cache", Some(("bytes", bytes))),
+            LeverChange::PostCopy => ("post_copy", None),
+        };
+        miniserde::ser::Fragment::Map(Box::new(Fields {
+            lever,
+            value,
+            at: 0,
+        }))
+    }
+}
+
 /// Answer of `PATCH /api/migrations/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct LeverResult {
     /// The value libvirt reports after the change (none for post-copy).
     pub read_back: Option<u64>,
@@ -287,6 +342,7 @@ pub struct LeverResult {
 
 /// A migration with its history, for the detail view and charts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct MigrationDetail {
     /// The migration.
     pub migration: Migration,
@@ -295,11 +351,22 @@ pub struct MigrationDetail {
     /// Pass boundaries, oldest first.
     pub iterations: Vec<IterationMark>,
     /// Every field of the latest job-stats reading, by libvirt's name, as text.
-    pub raw_job_stats: Vec<(String, String)>,
+    pub raw_job_stats: Vec<RawField>,
+}
+
+/// One field of a job-statistics reading, as libvirt named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct RawField {
+    /// libvirt's name, e.g. `memory_dirty_rate`.
+    pub name: String,
+    /// The value as text.
+    pub value: String,
 }
 
 /// Body of `POST /api/migrations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 #[serde(deny_unknown_fields)]
 pub struct StartMigration {
     /// UUID of the VM to move.
@@ -307,9 +374,64 @@ pub struct StartMigration {
     /// Name of the destination host.
     pub destination: String,
     /// The preset to start from (the server's default when unset).
-    #[serde(default)]
     pub preset: Option<String>,
     /// Settings to use instead of the preset's (the preset is then recorded as the base).
-    #[serde(default)]
     pub settings: Option<MigrationSettings>,
+}
+
+#[cfg(all(test, feature = "mini"))]
+mod mini_tests {
+    use super::*;
+
+    #[test]
+    fn levers_encode_as_serde_reads_them() {
+        for change in [
+            LeverChange::DowntimeLimit { ms: 500 },
+            LeverChange::Bandwidth { mib_s: 48 },
+            LeverChange::XbzrleCache { bytes: 1 << 26 },
+            LeverChange::PostCopy,
+        ] {
+            let text = miniserde::json::to_string(&change);
+            let back: LeverChange = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, change, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_migration_from_the_server_decodes_in_the_dashboard() {
+        let mut m = Migration::begun(
+            "m1".into(),
+            "u".into(),
+            "web".into(),
+            "a".into(),
+            MigrationState::PostCopy,
+            7,
+        );
+        m.settings = Some(crate::MigrationSettings::default());
+        m.progress_pct = Some(63.5);
+        m.last_sample = Some(Sample {
+            iteration: 4,
+            throttle_pct: Some(20),
+            ..Sample::default()
+        });
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Migration = miniserde::json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn settings_from_the_dashboard_decode_on_the_server() {
+        let mut s = crate::MigrationSettings::default();
+        s.capabilities.postcopy = true;
+        s.deadline.action = crate::TimeoutAction::PostCopy;
+        s.deadline.stall_s = Some(30);
+        let text = miniserde::json::to_string(&StartMigration {
+            vm_uuid: "u".into(),
+            destination: "b".into(),
+            preset: Some("nova".into()),
+            settings: Some(s.clone()),
+        });
+        let back: StartMigration = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.settings, Some(s));
+    }
 }

@@ -6,25 +6,23 @@ use serde::{Deserialize, Serialize};
 
 /// Capabilities: fixed when the migration starts (QEMU refuses changes mid-flight).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+#[serde(deny_unknown_fields, default)]
 pub struct Capabilities {
     /// XBZRLE: send only the changed bytes of re-dirtied pages, using a cache of pages
     /// already sent, this many bytes large. Best for guests that rewrite the same memory.
-    #[serde(default)]
     pub xbzrle_cache_bytes: Option<u64>,
     /// Auto-converge: throttle the guest's vCPUs while the migration does not converge.
-    #[serde(default)]
     pub auto_converge: Option<AutoConverge>,
     /// Allow switching to post-copy mid-flight.
-    #[serde(default)]
     pub postcopy: bool,
     /// Migrate over this many parallel connections (multifd).
-    #[serde(default)]
     pub parallel_connections: Option<u32>,
 }
 
 /// Auto-converge's throttle steps (QEMU's `cpu-throttle-initial` / `-increment`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 #[serde(deny_unknown_fields)]
 pub struct AutoConverge {
     /// First throttle, percent of vCPU time taken from the guest (QEMU default 20).
@@ -35,14 +33,18 @@ pub struct AutoConverge {
 
 /// What the deadline does when it fires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum TimeoutAction {
     /// Abort: the VM keeps running on the source.
     #[default]
+    #[cfg_attr(feature = "mini", serde(rename = "abort"))]
     Abort,
     /// Switch to post-copy (needs post-copy allowed at start): always completes, the
     /// guest slows on page faults until the last page arrives.
+    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
     /// Pause the guest so the last pass completes; it resumes on the destination.
+    #[cfg_attr(feature = "mini", serde(rename = "pause"))]
     Pause,
 }
 
@@ -54,30 +56,30 @@ wire_names!(TimeoutAction {
 
 /// When policy gives up on pre-copy converging.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+#[serde(deny_unknown_fields, default)]
 pub struct Deadline {
     /// Completion timeout, seconds per GiB of guest memory (Nova: 800).
-    #[serde(default)]
     pub completion_s_per_gib: Option<u64>,
     /// Cap on the completion timeout, seconds: keep it below the lifetime of whatever
     /// waits on the migration (e.g. a 1-hour identity token: 3400).
-    #[serde(default)]
     pub completion_max_s: Option<u64>,
     /// Act when the smallest dirty set at a pass boundary has not improved for this
     /// many seconds (raw samples saw-tooth within passes and would trigger falsely).
-    #[serde(default)]
     pub stall_s: Option<u64>,
     /// What to do when either fires.
-    #[serde(default)]
     pub action: TimeoutAction,
 }
 
 /// How the downtime limit grows while the migration does not converge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Growth {
     /// In equal steps from the first to the last value.
+    #[cfg_attr(feature = "mini", serde(rename = "linear"))]
     Linear,
     /// Doubling at each step, up to the last value.
+    #[cfg_attr(feature = "mini", serde(rename = "double"))]
     Double,
 }
 
@@ -88,6 +90,7 @@ wire_names!(Growth {
 
 /// A downtime stepping schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 #[serde(deny_unknown_fields)]
 pub struct DowntimeSteps {
     /// Limit at start, ms.
@@ -97,43 +100,37 @@ pub struct DowntimeSteps {
     /// Linear or doubling.
     pub growth: Growth,
     /// Number of steps from start to max (linear growth).
-    #[serde(default)]
     pub steps: Option<u32>,
     /// Step every this many seconds.
-    #[serde(default)]
     pub every_s: Option<u64>,
-    /// With `every_s`: per GiB of guest memory (Nova's `live_migration_downtime_delay`).
-    #[serde(default)]
-    pub per_gib: bool,
+    /// Step every this many seconds per GiB of guest memory (Nova's
+    /// `live_migration_downtime_delay`).
+    pub every_s_per_gib: Option<u64>,
     /// Step every this many pre-copy passes, instead of by time.
-    #[serde(default)]
     pub every_iterations: Option<u32>,
 }
 
 /// Everything a migration starts with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+#[serde(deny_unknown_fields, default)]
 pub struct MigrationSettings {
     /// Capabilities (fixed at start).
-    #[serde(default)]
     pub capabilities: Capabilities,
     /// Bandwidth limit, MiB/s; `None`: unlimited.
-    #[serde(default)]
     pub bandwidth_mib_s: Option<u64>,
     /// Downtime limit at start, ms (overridden by `downtime_steps.start_ms`); `None`:
     /// QEMU's default (300 ms).
-    #[serde(default)]
     pub downtime_limit_ms: Option<u64>,
     /// Downtime stepping, if any.
-    #[serde(default)]
     pub downtime_steps: Option<DowntimeSteps>,
     /// Deadline policy.
-    #[serde(default)]
     pub deadline: Deadline,
 }
 
 /// A named set of settings an operator starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 #[serde(deny_unknown_fields)]
 pub struct Preset {
     /// Short name, e.g. `nova`.
@@ -146,10 +143,13 @@ pub struct Preset {
 
 /// How bad a lint finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Severity {
     /// The server refuses to start with this.
+    #[cfg_attr(feature = "mini", serde(rename = "refused"))]
     Refused,
     /// Allowed, but know the cost.
+    #[cfg_attr(feature = "mini", serde(rename = "warning"))]
     Warning,
 }
 
@@ -160,6 +160,7 @@ wire_names!(Severity {
 
 /// One finding of [`lint`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Finding {
     /// Refused or a warning.
     pub severity: Severity,
@@ -448,7 +449,7 @@ mod tests {
             growth: Growth::Linear,
             steps: None,
             every_s: Some(10),
-            per_gib: false,
+            every_s_per_gib: None,
             every_iterations: Some(2),
         };
         let s = |steps| MigrationSettings {

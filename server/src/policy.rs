@@ -107,12 +107,11 @@ pub fn step_value(steps: &DowntimeSteps, k: u32) -> u64 {
 pub fn due_step(steps: &DowntimeSteps, input: &PolicyInput) -> u32 {
     let k = if let Some(every) = steps.every_iterations {
         input.iteration.saturating_sub(1) / every.max(1)
-    } else if let Some(every_s) = steps.every_s {
-        let interval_s = if steps.per_gib {
-            every_s as f64 * input.mem_total_bytes as f64 / GIB
-        } else {
-            every_s as f64
-        };
+    } else if let Some(interval_s) = steps.every_s.map(|s| s as f64).or_else(|| {
+        steps
+            .every_s_per_gib
+            .map(|s| s as f64 * input.mem_total_bytes as f64 / GIB)
+    }) {
         let elapsed_s = (input.now_ms - input.started_at_ms).max(0) as f64 / 1000.0;
         if interval_s <= 0.0 {
             0

@@ -53,7 +53,7 @@ fn doubling_stops_at_the_maximum() {
         growth: Growth::Double,
         steps: None,
         every_s: None,
-        per_gib: false,
+        every_s_per_gib: None,
         every_iterations: Some(1),
     };
     let values: Vec<u64> = (0..=last_step(&steps))

@@ -42,8 +42,8 @@ pub fn builtin() -> Vec<Preset> {
                     max_ms: 500,
                     growth: Growth::Linear,
                     steps: Some(10),
-                    every_s: Some(75),
-                    per_gib: true,
+                    every_s: None,
+                    every_s_per_gib: Some(75),
                     every_iterations: None,
                 }),
                 deadline: Deadline {
@@ -73,7 +73,7 @@ pub fn builtin() -> Vec<Preset> {
                     growth: Growth::Linear,
                     steps: Some(4),
                     every_s: None,
-                    per_gib: false,
+                    every_s_per_gib: None,
                     every_iterations: Some(1),
                 }),
                 deadline: Deadline {
@@ -104,7 +104,7 @@ pub fn builtin() -> Vec<Preset> {
                     growth: Growth::Double,
                     steps: None,
                     every_s: None,
-                    per_gib: false,
+                    every_s_per_gib: None,
                     every_iterations: Some(1),
                 }),
                 ..MigrationSettings::default()

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use converge_api::{
-    ActionRecord, IterationMark, Migration, MigrationDetail, MigrationState, Sample,
+    ActionRecord, IterationMark, Migration, MigrationDetail, MigrationState, RawField, Sample,
 };
 
 use crate::policy::PolicyState;
@@ -28,7 +28,7 @@ pub(crate) struct MigrationRecord {
     pub migration: Migration,
     samples: VecDeque<Sample>,
     iterations: Vec<IterationMark>,
-    raw_job_stats: Vec<(String, String)>,
+    raw_job_stats: Vec<RawField>,
     /// An abort was requested: a failure of the migrate call then means "aborted".
     pub(crate) abort_requested: bool,
     /// Converge's own migrate call is still running: only its return decides the outcome.
@@ -116,7 +116,7 @@ impl MigrationRecord {
     pub(crate) fn add_sample(
         &mut self,
         sample: Sample,
-        raw: Vec<(String, String)>,
+        raw: Vec<RawField>,
         iteration_started: Option<u32>,
     ) -> Option<IterationMark> {
         let mut changed = None;

@@ -1,6 +1,6 @@
 //! libvirt job statistics → typed samples with derived values. Pure functions.
 
-use converge_api::{FinalStats, Sample, XbzrleStats};
+use converge_api::{FinalStats, RawField, Sample, XbzrleStats};
 use converge_libvirt::{JobStats, ParamValue};
 use time::OffsetDateTime;
 
@@ -68,8 +68,8 @@ pub fn final_stats(stats: &JobStats) -> FinalStats {
     }
 }
 
-/// Every field of a reading as `(name, text)`, for the detail view.
-pub fn raw_fields(stats: &JobStats) -> Vec<(String, String)> {
+/// Every field of a reading as text, for the detail view.
+pub fn raw_fields(stats: &JobStats) -> Vec<RawField> {
     stats
         .params
         .iter()
@@ -83,7 +83,10 @@ pub fn raw_fields(stats: &JobStats) -> Vec<(String, String)> {
                 ParamValue::Boolean(v) => v.to_string(),
                 ParamValue::String(v) => v.clone(),
             };
-            (name.clone(), text)
+            RawField {
+                name: name.clone(),
+                value: text,
+            }
         })
         .collect()
 }
