@@ -330,15 +330,19 @@ fn lint_steps(steps: &DowntimeSteps, refuse: &mut impl FnMut(&str, String)) {
             "the last step must not be below the first".into(),
         );
     }
-    match (steps.every_s, steps.every_iterations) {
-        (Some(_), Some(_)) | (None, None) => refuse(
+    let triggers = [
+        steps.every_s,
+        steps.every_s_per_gib,
+        steps.every_iterations.map(u64::from),
+    ];
+    match triggers.iter().flatten().collect::<Vec<_>>().as_slice() {
+        [0] => refuse("downtime_steps", "a step interval must be above 0".into()),
+        [_] => {}
+        _ => refuse(
             "downtime_steps",
-            "step either every_s seconds or every_iterations passes (exactly one)".into(),
+            "step every_s seconds, every_s_per_gib seconds per GiB, or every_iterations passes (exactly one)"
+                .into(),
         ),
-        (Some(0), _) | (_, Some(0)) => {
-            refuse("downtime_steps", "a step interval must be above 0".into())
-        }
-        _ => {}
     }
     if steps.growth == Growth::Linear && !matches!(steps.steps, Some(1..=1000)) {
         refuse(

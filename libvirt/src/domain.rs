@@ -182,6 +182,17 @@ impl Domain {
         Ok(())
     }
 
+    /// Pauses the guest's vCPUs (during a migration: no more dirtying, so the last pass
+    /// completes).
+    pub fn suspend(&self) -> Result<(), Error> {
+        Ok(self.inner.suspend()?)
+    }
+
+    /// Resumes a paused guest.
+    pub fn resume(&self) -> Result<(), Error> {
+        Ok(self.inner.resume()?)
+    }
+
     /// Aborts the running job (`virDomainAbortJob`): a pre-copy migration stops and the
     /// domain keeps running here.
     pub fn abort_job(&self) -> Result<(), Error> {

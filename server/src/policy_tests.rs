@@ -155,8 +155,8 @@ fn arb_steps() -> impl Strategy<Value = DowntimeSteps> {
                     Growth::Double
                 },
                 steps: Some(n),
-                every_s,
-                per_gib,
+                every_s: every_s.filter(|_| !per_gib),
+                every_s_per_gib: every_s.filter(|_| per_gib),
                 every_iterations: every_s.is_none().then_some(every_it),
             },
         )
