@@ -1,0 +1,219 @@
+//! Host workers' reports: connection state, VM lists, and how jobs end.
+
+use converge_api::{HostState, HostUpdate, LiveEvent, MigrationState, VmsUpdate};
+use converge_libvirt::{DomainSummary, JobKind, JobStats, LifecycleEvent};
+
+use super::{Change, FleetState, SUSPENDED_POSTCOPY};
+use crate::fleet::record::MigrationRecord;
+use crate::hypervisor::{Report, final_stats};
+
+impl FleetState {
+    /// Applies a host worker's report.
+    pub fn apply(&mut self, report: Report, now_ms: i64) -> Vec<Change> {
+        match report {
+            Report::Connection {
+                host,
+                connected,
+                error,
+                hostname,
+                libvirt_version,
+            } => self.connection(&host, connected, error, hostname, libvirt_version, now_ms),
+            Report::Domains { host, domains } => self.domains(&host, domains),
+            Report::Sample {
+                host,
+                vm_uuid,
+                vm_name,
+                stats,
+                at,
+                iteration_started,
+                levers,
+            } => self.sample(
+                &host,
+                &vm_uuid,
+                &vm_name,
+                &stats,
+                at,
+                iteration_started,
+                levers,
+                now_ms,
+            ),
+            Report::JobCompleted {
+                host,
+                vm_uuid,
+                stats,
+            } => {
+                let Some(id) = self.latest_from(&host, &vm_uuid) else {
+                    return Vec::new();
+                };
+                if let Some(record) = self.migrations.get_mut(&id) {
+                    record.migration.final_stats = Some(final_stats(&stats));
+                }
+                self.finish(&id, MigrationState::Completed, None, now_ms)
+            }
+            Report::JobEnded {
+                host,
+                vm_uuid,
+                completed,
+                domain_gone,
+            } => self.job_ended(&host, &vm_uuid, completed, domain_gone, now_ms),
+            Report::MigrateReturned {
+                host,
+                vm_uuid,
+                result,
+                connection_lost,
+            } => self.migrate_returned(&host, &vm_uuid, result, connection_lost, now_ms),
+            Report::Lifecycle {
+                host,
+                vm_uuid,
+                event,
+            } => {
+                let id = self.active_by_vm.get(&vm_uuid).cloned();
+                match (id, event) {
+                    (Some(id), LifecycleEvent::Suspended(SUSPENDED_POSTCOPY))
+                        if self.migrations[&id].migration.source == host =>
+                    {
+                        if let Some(record) = self.migrations.get_mut(&id) {
+                            record.migration.state = MigrationState::PostCopy;
+                        }
+                        self.changed(&id, None, true)
+                    }
+                    _ => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn connection(
+        &mut self,
+        host: &str,
+        connected: bool,
+        error: Option<String>,
+        hostname: Option<String>,
+        libvirt_version: Option<String>,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        let state = if connected {
+            HostState::Connected
+        } else {
+            HostState::Disconnected
+        };
+        let h = &mut entry.host;
+        if h.state != state {
+            h.since_ms = now_ms;
+        }
+        let unchanged = h.state == state && h.error == error;
+        h.state = state;
+        h.error = error;
+        if connected {
+            h.hostname = hostname;
+            h.libvirt_version = libvirt_version;
+        }
+        if unchanged {
+            return Vec::new();
+        }
+        vec![Change::Publish(LiveEvent::Host(HostUpdate {
+            host: h.clone(),
+        }))]
+    }
+
+    fn domains(&mut self, host: &str, domains: Vec<DomainSummary>) -> Vec<Change> {
+        let Some(entry) = self.hosts.get_mut(host) else {
+            return Vec::new();
+        };
+        if entry.domains == domains {
+            return Vec::new();
+        }
+        entry.domains = domains;
+        entry.host.vm_count = entry.domains.len();
+        let (host_view, domains) = (entry.host.clone(), entry.domains.clone());
+        vec![
+            Change::Publish(LiveEvent::Host(HostUpdate { host: host_view })),
+            Change::Publish(LiveEvent::Vms(VmsUpdate {
+                host: host.to_owned(),
+                vms: self.vms_of(host, &domains),
+            })),
+        ]
+    }
+
+    fn job_ended(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        completed: Option<JobStats>,
+        domain_gone: bool,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        // A migration from before a restart that ended while the server was down.
+        if let Some(orphan) = self.orphans.remove(vm_uuid) {
+            let id = orphan.id.clone();
+            self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
+            self.migrations.insert(id, MigrationRecord::new(orphan));
+        }
+        let Some(id) = self.active_by_vm.get(vm_uuid).cloned() else {
+            return Vec::new();
+        };
+        let record = &self.migrations[&id];
+        if record.migration.source != host || record.call_in_flight {
+            return Vec::new();
+        }
+        let aborted = record.abort_requested;
+        let (state, error) = match completed.as_ref().map(|s| s.kind) {
+            Some(JobKind::Completed) => (MigrationState::Completed, None),
+            Some(JobKind::Cancelled) => (MigrationState::Aborted, Some("aborted".to_owned())),
+            Some(JobKind::Failed) => (
+                MigrationState::Failed,
+                Some(
+                    completed
+                        .as_ref()
+                        .and_then(|s| s.string("errmsg"))
+                        .unwrap_or("libvirt reported the migration failed")
+                        .to_owned(),
+                ),
+            ),
+            _ if domain_gone => (MigrationState::Completed, None),
+            _ if aborted => (MigrationState::Aborted, Some("aborted".to_owned())),
+            _ => (
+                MigrationState::Unknown,
+                Some("the job ended and libvirt kept no statistics of it".to_owned()),
+            ),
+        };
+        if let (Some(stats), MigrationState::Completed) = (&completed, state)
+            && let Some(record) = self.migrations.get_mut(&id)
+        {
+            record.migration.final_stats = Some(final_stats(stats));
+        }
+        self.finish(&id, state, error, now_ms)
+    }
+
+    fn migrate_returned(
+        &mut self,
+        host: &str,
+        vm_uuid: &str,
+        result: Result<(), String>,
+        connection_lost: bool,
+        now_ms: i64,
+    ) -> Vec<Change> {
+        let Some(id) = self.latest_from(host, vm_uuid) else {
+            return Vec::new();
+        };
+        let Some(record) = self.migrations.get_mut(&id) else {
+            return Vec::new();
+        };
+        record.call_in_flight = false;
+        match result {
+            Ok(()) => self.finish(&id, MigrationState::Completed, None, now_ms),
+            // The source's daemon went away mid-call: the job's fate is read on reconnect.
+            Err(_) if connection_lost => Vec::new(),
+            Err(_) if record.abort_requested => self.finish(
+                &id,
+                MigrationState::Aborted,
+                Some("aborted on request".into()),
+                now_ms,
+            ),
+            Err(message) => self.finish(&id, MigrationState::Failed, Some(message), now_ms),
+        }
+    }
+}
