@@ -409,12 +409,11 @@ impl Worker {
             } => {
                 let result = conn
                     .domain(&vm_uuid)
-                    .and_then(|domain| {
-                        if pause {
-                            domain.suspend()
-                        } else {
-                            domain.resume()
-                        }
+                    .and_then(|domain| match (pause, domain.state()?) {
+                        (true, _) => domain.suspend(),
+                        // libvirt may already have resumed it where it landed.
+                        (false, DomainState::Running) => Ok(()),
+                        (false, _) => domain.resume(),
                     })
                     .map_err(|err| err.to_string());
                 let _ = reply.send(result);

@@ -180,6 +180,17 @@ async fn a_migration_started_from_the_dialog_with_xbzrle_completes_and_is_in_his
     let shot = browser.screenshot("history-replay").await;
     println!("screenshot: {}", shot.display());
 
+    // The audit page shows the start, with who and from where.
+    browser.click("header.top nav a[href='/audit']").await;
+    browser
+        .wait_for_text("[data-testid=audit]", "t-dialog")
+        .await;
+    let row = browser
+        .wait_for_text("[data-testid=audit] tbody tr", "start")
+        .await;
+    assert!(row.contains("admin") && row.contains("127.0.0.1"), "{row}");
+    browser.screenshot("audit").await;
+
     browser.close().await;
     lab.remove_vm("t-dialog").await;
     server.stop().await;

@@ -557,3 +557,57 @@ async fn history_survives_a_server_restart() {
     lab.remove_vm("t-history").await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_deadline_forces_switchover_and_the_guest_runs_on() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-pause", "loop", 128, 100).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-pause", "a").await;
+    let id = start_with(
+        &admin,
+        &uuid,
+        "b",
+        json!({ "bandwidth_mib_s": 32, "deadline": { "completion_max_s": 15, "action": "pause" } }),
+    )
+    .await;
+    let done = wait_until(&admin, &id, Duration::from_secs(90), "completed", |d| {
+        state(d) == "completed" || state(d) == "failed" || state(d) == "aborted"
+    })
+    .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    // The guest was paused on a to stop dirtying; it must run on b afterwards.
+    let running = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(20),
+        "recorded the resume",
+        |d| {
+            d["migration"]["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["what"] == "resume the guest")
+        },
+    )
+    .await;
+    let whats: Vec<&str> = running["migration"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        whats,
+        vec!["pause the guest to force switchover", "resume the guest"]
+    );
+    assert_eq!(
+        lab.state_on("b", "t-pause").await.as_deref(),
+        Some("running")
+    );
+    let beat = lab.heartbeat("t-pause").await;
+    lab.wait_heartbeat_after("t-pause", beat).await;
+    lab.remove_vm("t-pause").await;
+    server.stop().await;
+}
