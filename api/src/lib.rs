@@ -40,6 +40,7 @@ mod audit;
 mod auth;
 mod events;
 mod fleet;
+mod forecast;
 mod migration;
 mod settings;
 
@@ -47,6 +48,7 @@ pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
 pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate};
 pub use fleet::{Host, HostState, Vm, VmState};
+pub use forecast::{Advice, Forecast, LeverKind, LeverMove, Verdict};
 pub use migration::{
     ActionRecord, FinalStats, IterationMark, LeverChange, LeverResult, Levers, Migration,
     MigrationDetail, MigrationState, PendingDeadline, RawField, Sample, StartMigration,

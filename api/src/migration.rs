@@ -185,6 +185,8 @@ pub struct Migration {
     pub deadline: Option<PendingDeadline>,
     /// What operators and the policy did to it, oldest first.
     pub actions: Vec<ActionRecord>,
+    /// Where it is heading and what would fix it (while it runs).
+    pub forecast: Option<crate::forecast::Forecast>,
     /// Share of memory sent, 0–100, from remaining memory at pass boundaries: it never
     /// runs backwards, and stalls when the guest dirties as fast as the link carries.
     pub progress_pct: Option<f64>,
@@ -221,6 +223,7 @@ impl Migration {
             levers: Levers::default(),
             deadline: None,
             actions: Vec::new(),
+            forecast: None,
             progress_pct: None,
             last_sample: None,
             final_stats: None,

@@ -126,6 +126,10 @@ pub struct MigrationSettings {
     pub downtime_steps: Option<DowntimeSteps>,
     /// Deadline policy.
     pub deadline: Deadline,
+    /// Let the forecast act: choose capabilities at start from a dirty-rate measurement
+    /// and the VM's past migrations, raise the downtime limit when that alone suffices,
+    /// switch to post-copy when pre-copy will not finish, abort early with the reason.
+    pub adaptive: bool,
 }
 
 /// A named set of settings an operator starts from.

@@ -182,6 +182,60 @@ impl Domain {
         Ok(())
     }
 
+    /// Starts QEMU's dirty-rate measurement over `seconds` (`virDomainStartDirtyRateCalc`);
+    /// read the result with [`Domain::dirty_rate_mib_s`] once the period is over.
+    pub fn start_dirty_rate_calc(&self, seconds: i32) -> Result<(), Error> {
+        // SAFETY: a live domain handle; no out-parameters.
+        let rc = unsafe { sys::virDomainStartDirtyRateCalc(self.inner.as_ptr(), seconds, 0) };
+        if rc < 0 { Err(Error::last()) } else { Ok(()) }
+    }
+
+    /// The last dirty-rate measurement, MiB/s, or `None` while it is still measuring or
+    /// none was made (`dirtyrate.*` of `virDomainListGetStats`).
+    pub fn dirty_rate_mib_s(&self) -> Result<Option<u64>, Error> {
+        let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+        // SAFETY: `doms` is a NULL-terminated array holding one live domain; libvirt
+        // allocates `records`, which we free with `virDomainStatsRecordListFree` below.
+        let count = unsafe {
+            let mut doms = [self.inner.as_ptr(), std::ptr::null_mut()];
+            sys::virDomainListGetStats(
+                doms.as_mut_ptr(),
+                sys::VIR_DOMAIN_STATS_DIRTYRATE,
+                &mut records,
+                0,
+            )
+        };
+        if count < 0 {
+            return Err(Error::last());
+        }
+        let mut params = Vec::new();
+        if count > 0 && !records.is_null() {
+            // SAFETY: libvirt returned `count` ≥ 1 records; the first belongs to our domain and
+            // its parameters stay valid until the list is freed.
+            unsafe {
+                let record = *records;
+                if !record.is_null() {
+                    params = typed_params::read((*record).params, (*record).nparams);
+                }
+            }
+        }
+        if !records.is_null() {
+            // SAFETY: the list came from libvirt and is freed once.
+            unsafe { sys::virDomainStatsRecordListFree(records) };
+        }
+        let find = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        // calc_status: 0 never started, 1 measuring, 2 measured.
+        let measured = find("dirtyrate.calc_status").and_then(|v| v.as_i64()) == Some(2);
+        Ok(measured
+            .then(|| find("dirtyrate.megabytes_per_second").and_then(|v| v.as_u64()))
+            .flatten())
+    }
+
     /// Pauses the guest's vCPUs (during a migration: no more dirtying, so the last pass
     /// completes).
     pub fn suspend(&self) -> Result<(), Error> {

@@ -118,6 +118,13 @@ pub(crate) enum Command {
         change: LeverChange,
         reply: oneshot::Sender<Result<Option<u64>, String>>,
     },
+    /// Measure the guest's dirty rate over `seconds` (answers bytes/s, or none when
+    /// libvirt could not measure it).
+    MeasureDirtyRate {
+        vm_uuid: String,
+        seconds: u32,
+        reply: oneshot::Sender<Result<Option<u64>, String>>,
+    },
     /// Pause (`true`) or resume the guest.
     Pause {
         vm_uuid: String,
@@ -178,6 +185,20 @@ impl HostHandle {
         self.ask(|reply| Command::Lever {
             vm_uuid,
             change,
+            reply,
+        })
+        .await
+    }
+
+    /// Measures the guest's dirty rate over `seconds`, bytes/s (`None` when unsupported).
+    pub async fn measure_dirty_rate(
+        &self,
+        vm_uuid: String,
+        seconds: u32,
+    ) -> Result<Option<u64>, String> {
+        self.ask(|reply| Command::MeasureDirtyRate {
+            vm_uuid,
+            seconds,
             reply,
         })
         .await

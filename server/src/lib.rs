@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod events;
 pub mod fleet;
+pub mod forecast;
 mod health;
 mod hosts;
 pub mod hub;

@@ -5,8 +5,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use converge_api::{
-    LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings, MigrationState,
-    Preset, StartMigration, lint, refusal,
+    ActionRecord, LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings,
+    MigrationState, Preset, StartMigration, lint, refusal,
 };
 use converge_libvirt::{MigrationFlags, MigrationRequest};
 use serde::Deserialize;
@@ -16,7 +16,10 @@ use crate::auth::{ClientAddr, Operate, Principal, Require, ViewFleet};
 use crate::error::{ApiError, Json};
 use crate::fleet::{Act, ActKind, Executor, new_id};
 use crate::hypervisor::unix_ms_now;
-use crate::presets;
+use crate::{policy, presets};
+
+/// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
+const DIRTY_RATE_PERIOD_S: u32 = 1;
 use crate::state::AppState;
 
 /// `/migrations`, `/migrations/{id}`, `/migrations/{id}/abort`, `/history`, `/presets`.
@@ -129,6 +132,31 @@ async fn start(
             "planned host has no worker",
         ));
     };
+    // Adaptive: measure the guest and read its past before choosing capabilities.
+    let (settings, adapted) = if settings.adaptive {
+        let dirty_rate = source
+            .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
+                None
+            });
+        let history = crate::store::migrations_of_vm(&state.db, &plan.vm_uuid, 5)
+            .await
+            .map_err(|err| ApiError::internal("reading a VM's past migrations", err))?;
+        let facts = policy::StartFacts {
+            memory_bytes: plan.memory_bytes,
+            dirty_rate,
+            history: &history,
+        };
+        let (chosen, why) = policy::adapt_start(&settings, &facts);
+        if let Some(refused) = refusal(&lint(&chosen, plan.memory_bytes)) {
+            return Err(ApiError::internal("adaptive start", refused));
+        }
+        (chosen, Some(why))
+    } else {
+        (settings, None)
+    };
 
     let mut migration = Migration::begun(
         new_id(),
@@ -142,6 +170,15 @@ async fn start(
     migration.started_by = Some(principal.user.username.clone());
     migration.preset = Some(preset_name.clone());
     migration.settings = Some(settings.clone());
+    if let Some(why) = &adapted {
+        migration.actions.push(ActionRecord {
+            at_ms: migration.started_at_ms,
+            actor: "policy".into(),
+            what: "chose the capabilities".into(),
+            reason: why.clone(),
+            result: "ok".into(),
+        });
+    }
     state
         .fleet
         .update(|fleet, _| fleet.begin(migration.clone()))?;
@@ -152,10 +189,16 @@ async fn start(
         action: "start".into(),
         vm: Some(plan.vm_name.clone()),
         migration_id: Some(migration.id.clone()),
-        details: format!(
-            "{} → {}, preset {preset_name}",
-            plan.source, plan.destination
-        ),
+        details: match &adapted {
+            Some(why) => format!(
+                "{} → {}, preset {preset_name}: {why}",
+                plan.source, plan.destination
+            ),
+            None => format!(
+                "{} → {}, preset {preset_name}",
+                plan.source, plan.destination
+            ),
+        },
     };
     let recorded = match state.fleet.persist_now(migration.clone()).await {
         Ok(()) => audit::begin(&state.db, migration.started_at_ms, &entry).await,

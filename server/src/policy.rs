@@ -7,7 +7,11 @@
 //!   readings: remaining memory falls to ~0 within every pass and would look like progress.
 //! - Downtime steps go by time (optionally per GiB, as Nova's) or by passes (as oVirt's).
 
+mod adaptive;
+
 use converge_api::{DowntimeSteps, Growth, MigrationSettings, PendingDeadline, TimeoutAction};
+
+pub use adaptive::{StartFacts, adapt, adapt_start};
 
 const GIB: f64 = (1u64 << 30) as f64;
 /// A dirty set counts as shrinking only when it falls by at least this share (percent):
@@ -25,6 +29,10 @@ pub struct PolicyState {
     pub best_dirty: Option<u64>,
     /// When it last shrank (unix ms); during the first pass, the last reading.
     pub improved_at_ms: i64,
+    /// Adaptive: the downtime limit was raised on the forecast's advice.
+    pub raised_downtime: bool,
+    /// Adaptive: the pass since which the forecast has said "will not converge".
+    pub hopeless_since: Option<u32>,
 }
 
 /// What the policy looks at, at one reading.
@@ -247,5 +255,4 @@ fn completion_formula(settings: &MigrationSettings, mem_total_bytes: u64) -> Str
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod tests;

@@ -6,7 +6,7 @@ use converge_api::{
     TimeoutAction,
 };
 
-/// The preset used when a start request names none.
+/// The preset used when a start request names none: the adaptive one.
 pub const DEFAULT_PRESET: &str = "converge";
 
 /// The built-in presets.
@@ -14,6 +14,27 @@ pub fn builtin() -> Vec<Preset> {
     vec![
         Preset {
             name: DEFAULT_PRESET.into(),
+            description: "Adaptive: measures the guest's dirty rate and reads its past \
+                migrations to choose capabilities (none for a quiet guest; xbzrle and \
+                post-copy allowed for a busy one), then acts on the forecast — raises the \
+                downtime limit when that alone suffices, switches to post-copy when pre-copy \
+                will not finish, aborts early with the reason when nothing else can help. \
+                Deadline as the safe preset."
+                .into(),
+            settings: MigrationSettings {
+                downtime_limit_ms: Some(300),
+                adaptive: true,
+                deadline: Deadline {
+                    completion_s_per_gib: Some(800),
+                    completion_max_s: Some(3400),
+                    stall_s: Some(600),
+                    action: TimeoutAction::Abort,
+                },
+                ..MigrationSettings::default()
+            },
+        },
+        Preset {
+            name: "converge-safe".into(),
             description: "Converge's safe default: the guest is never slowed unless you ask; \
                 the completion timeout is 800 s per GiB capped at 3400 s (below a 1-hour \
                 identity token), and a migration whose dirty set has not shrunk for 10 minutes \

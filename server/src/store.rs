@@ -99,6 +99,22 @@ pub async fn history(
     decode_all(rows)
 }
 
+/// A VM's migrations, newest first, at most `limit`.
+pub async fn migrations_of_vm(
+    pool: &SqlitePool,
+    vm_uuid: &str,
+    limit: i64,
+) -> Result<Vec<Migration>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT summary_json FROM migrations WHERE vm_uuid = ? ORDER BY started_at_ms DESC LIMIT ?",
+    )
+    .bind(vm_uuid)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    decode_all(rows)
+}
+
 fn decode_all(rows: Vec<(String,)>) -> Result<Vec<Migration>, sqlx::Error> {
     rows.into_iter()
         .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))

@@ -5,8 +5,8 @@ use leptos::prelude::*;
 
 use super::chart::{LineChart, Series};
 use super::levers::{Levers, countdown};
-use crate::format;
 use crate::live::MigrationView;
+use crate::{api, format};
 
 /// One migration: who moves where, how far, how fast against how dirty, and the pause
 /// to expect.
@@ -40,9 +40,14 @@ pub fn MigrationCard(
                 points: series(|s| s.transfer_rate_bytes_per_s),
             },
             Series {
-                name: "dirty",
+                name: "dirty (libvirt)",
                 class: "dirty",
                 points: series(|s| s.dirty_rate_bytes_per_s),
+            },
+            Series {
+                name: "dirty (per pass)",
+                class: "dirty-est",
+                points: view.with(estimated_dirty_rate),
             },
         ]
     });
@@ -89,11 +94,73 @@ pub fn MigrationCard(
                 <LineChart title="Transfer vs dirty rate" series=rates marks=marks format_y=|y| format::rate(y as u64) />
                 <LineChart title="Remaining memory" series=remaining marks=marks format_y=|y| format::bytes(y as u64) />
             </div>
+            <ForecastView view=view can_operate=can_operate />
             <Outcome view=view />
             <Deadline view=view />
             <Actions view=view />
             {can_operate.then(|| view! { <Levers view=view /> })}
         </article>
+    }
+}
+
+/// The guest's dirty rate pass by pass, as the forecast estimates it: each pass's dirty
+/// set over the time the pass before it took (a step per pass).
+fn estimated_dirty_rate(v: &MigrationView) -> Vec<(f64, f64)> {
+    let t0 = v.samples.first().map_or(0, |s| s.at_ms);
+    let mut points = Vec::new();
+    for pair in v.iterations.windows(2) {
+        let (pass, next) = (&pair[0], &pair[1]);
+        let ms = next.at_ms - pass.at_ms;
+        if ms > 0 && next.mem_remaining_bytes > 0 && pass.at_ms >= t0 {
+            let rate = next.mem_remaining_bytes as f64 * 1000.0 / ms as f64;
+            points.push(((pass.at_ms - t0) as f64 / 1000.0, rate));
+            points.push(((next.at_ms - t0) as f64 / 1000.0, rate));
+        }
+    }
+    points
+}
+
+/// The verdict, the ETA, and what would fix it.
+#[component]
+fn ForecastView(view: RwSignal<MigrationView>, can_operate: bool) -> impl IntoView {
+    move || {
+        let (id, forecast) = view.with(|v| (v.migration.id.clone(), v.migration.forecast.clone()));
+        forecast.map(|f| {
+            let eta = match (f.eta_min_s, f.eta_max_s) {
+                (Some(lo), Some(hi)) if lo == hi => format!("ends in about {}", format::duration_ms(lo * 1000)),
+                (Some(lo), Some(hi)) => format!("ends in {}–{}", format::duration_ms(lo * 1000), format::duration_ms(hi * 1000)),
+                (Some(lo), None) => format!("at least {} more", format::duration_ms(lo * 1000)),
+                _ => "no end in sight".into(),
+            };
+            let verdict = f.verdict.wire_name();
+            view! {
+                <div class="forecast" data-testid="forecast">
+                    <p>
+                        <span class=format!("verdict verdict-{verdict}") data-testid="verdict">{verdict.replace('_', " ")}</span>
+                        " " <span data-testid="eta">{eta}</span>
+                    </p>
+                    <p class="hint">{f.reason}</p>
+                    <ul class="advice" data-testid="advice">
+                        {f.advice.into_iter().map(|a| {
+                            let change = a.lever.and_then(|l| l.change());
+                            let id = id.clone();
+                            view! {
+                                <li>
+                                    <b>{a.action}</b> " — " {a.effect}
+                                    {change.filter(|_| can_operate).map(|c| view! {
+                                        <button class="secondary small" data-testid="advice-apply"
+                                            on:click=move |_| {
+                                                let id = id.clone();
+                                                leptos::task::spawn_local(async move { let _ = api::lever(&id, &c).await; });
+                                            }>"Apply"</button>
+                                    })}
+                                </li>
+                            }
+                        }).collect_view()}
+                    </ul>
+                </div>
+            }
+        })
     }
 }
 

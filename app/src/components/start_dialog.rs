@@ -28,6 +28,7 @@ struct Form {
     stall_s: RwSignal<String>,
     action: RwSignal<String>,
     steps: RwSignal<Option<DowntimeSteps>>,
+    adaptive: RwSignal<bool>,
 }
 
 fn text(v: Option<impl ToString>) -> String {
@@ -52,6 +53,7 @@ impl Form {
             stall_s: RwSignal::new(String::new()),
             action: RwSignal::new("abort".into()),
             steps: RwSignal::new(None),
+            adaptive: RwSignal::new(false),
         }
     }
 
@@ -80,6 +82,7 @@ impl Form {
         self.stall_s.set(text(d.stall_s));
         self.action.set(action_name(d.action).into());
         self.steps.set(s.downtime_steps);
+        self.adaptive.set(s.adaptive);
     }
 
     /// The settings as typed, or what cannot be read.
@@ -122,6 +125,7 @@ impl Form {
             bandwidth_mib_s: num("bandwidth", self.bandwidth)?,
             downtime_limit_ms: num("downtime limit", self.downtime)?,
             downtime_steps: self.steps.get(),
+            adaptive: self.adaptive.get(),
             deadline: Deadline {
                 completion_s_per_gib: num("seconds per GiB", self.per_gib)?,
                 completion_max_s: num("cap", self.max_s)?,
@@ -284,6 +288,7 @@ pub fn StartDialog(
                 </label>
             </div>
             <p class="muted small">{description}</p>
+            <Check label="adaptive: measure the guest, choose capabilities, act on the forecast" value=form.adaptive name="adaptive" />
             <fieldset>
                 <legend>"Capabilities — fixed once it starts"</legend>
                 <div class="row">

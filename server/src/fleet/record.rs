@@ -162,6 +162,22 @@ impl MigrationRecord {
         changed
     }
 
+    /// Recomputes the forecast from the series (and clears it once over).
+    pub(crate) fn update_forecast(&mut self) {
+        let m = &self.migration;
+        let caps = m.settings.as_ref().map(|s| s.capabilities.clone());
+        let samples = self.samples.make_contiguous();
+        let input = crate::forecast::Input {
+            state: m.state,
+            samples: &samples[samples.len().saturating_sub(40)..],
+            boundaries: &self.iterations,
+            downtime_limit_ms: m.levers.downtime_limit_ms.unwrap_or(300),
+            caps: caps.as_ref(),
+            bandwidth_limit_mib_s: m.levers.bandwidth_mib_s,
+        };
+        self.migration.forecast = crate::forecast::forecast(&input);
+    }
+
     /// The migration with its series.
     pub(crate) fn detail(&self) -> MigrationDetail {
         MigrationDetail {

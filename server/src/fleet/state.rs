@@ -351,6 +351,7 @@ impl FleetState {
             m.error = error;
             m.ended_at_ms = Some(now_ms);
             m.deadline = None;
+            m.forecast = None;
             if state == MigrationState::Completed {
                 m.progress_pct = Some(100.0);
             }

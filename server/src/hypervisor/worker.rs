@@ -418,6 +418,44 @@ impl Worker {
                     .map_err(|err| err.to_string());
                 let _ = reply.send(result);
             }
+            Command::MeasureDirtyRate {
+                vm_uuid,
+                seconds,
+                reply,
+            } => {
+                let started = conn.domain(&vm_uuid).and_then(|domain| {
+                    domain
+                        .start_dirty_rate_calc(seconds as i32)
+                        .map(|()| domain)
+                });
+                let domain = match started {
+                    Ok(domain) => domain,
+                    Err(err) => {
+                        let _ = reply.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                // The measurement runs in QEMU; wait for it off this thread so sampling
+                // of other migrations on the host carries on.
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("dirty-rate".into())
+                        .spawn(move || {
+                            std::thread::sleep(Duration::from_secs(seconds.into()));
+                            let mut result = Ok(None);
+                            for _ in 0..8 {
+                                result = domain.dirty_rate_mib_s().map_err(|err| err.to_string());
+                                if !matches!(result, Ok(None)) {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(250));
+                            }
+                            let _ = reply.send(result.map(|mib| mib.map(|m| m << 20)));
+                        });
+                if let Err(err) = spawned {
+                    tracing::warn!(error = %err, "cannot start the dirty-rate thread");
+                }
+            }
             Command::Abort { vm_uuid, reply } => {
                 let result = conn
                     .domain(&vm_uuid)
@@ -446,7 +484,7 @@ impl Worker {
             | Command::Pause { reply, .. } => {
                 let _ = reply.send(Err(why));
             }
-            Command::Lever { reply, .. } => {
+            Command::Lever { reply, .. } | Command::MeasureDirtyRate { reply, .. } => {
                 let _ = reply.send(Err(why));
             }
         }

@@ -115,13 +115,15 @@ action = "abort"
         names,
         vec![
             "converge",
+            "converge-safe",
             "nova",
             "ovirt-minimal-downtime",
             "proxmox",
             "night"
         ]
     );
-    let nova = &presets[1]["settings"];
+    assert_eq!(presets[0]["settings"]["adaptive"], true);
+    let nova = &presets[2]["settings"];
     assert_eq!(nova["deadline"]["completion_s_per_gib"], 800);
     assert_eq!(nova["downtime_steps"]["steps"], 10);
     let kiosk = app.login("kiosk", ADMIN_PASSWORD).await;

@@ -102,7 +102,7 @@ async fn bad_start_requests_are_refused_and_start_nothing() {
         (
             json!({ "vm_uuid": "x", "destination": "b", "preset": "nope" }),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "no preset called \"nope\"; presets are: converge, nova",
+            "no preset called \"nope\"; presets are: converge, converge-safe, nova",
         ),
         (
             json!({ "vm_uuid": "x", "destination": "b", "settings": { "bandwidth_mib_s": -5 } }),

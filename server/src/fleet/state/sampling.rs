@@ -39,6 +39,7 @@ impl FleetState {
             record.migration.destination = incoming;
         }
         let store = record.store_decision(iteration_started.is_some());
+        record.update_forecast();
         let acts = run_policy(record, now_ms);
         let persist = was != record.migration.state;
 
@@ -87,7 +88,13 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
         mem_total_bytes: sample.mem_total_bytes,
         best_dirty: record.best_dirty(),
     };
-    let decisions = policy::decide(&settings, &mut record.policy, &input);
+    let mut decisions = policy::decide(&settings, &mut record.policy, &input);
+    decisions.extend(policy::adapt(
+        &settings,
+        &mut record.policy,
+        record.migration.forecast.as_ref(),
+        sample.iteration,
+    ));
     record.migration.deadline = policy::pending(&settings, &record.policy, &input);
     let m = &record.migration;
     decisions

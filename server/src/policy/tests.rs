@@ -233,3 +233,160 @@ proptest! {
         }
     }
 }
+
+mod adaptive {
+    use converge_api::{
+        Advice, Forecast, LeverChange, Migration, MigrationSettings, MigrationState, Sample,
+        TimeoutAction, Verdict, XbzrleStats,
+    };
+
+    use crate::policy::{Decision, PolicyState, StartFacts, adapt, adapt_start};
+
+    const MIB: u64 = 1 << 20;
+
+    fn adaptive(postcopy: bool, link_mib_s: u64) -> MigrationSettings {
+        let mut s = MigrationSettings {
+            adaptive: true,
+            bandwidth_mib_s: Some(link_mib_s),
+            ..MigrationSettings::default()
+        };
+        s.capabilities.postcopy = postcopy;
+        s
+    }
+
+    fn facts(dirty_mib_s: Option<u64>, history: &[Migration]) -> StartFacts<'_> {
+        StartFacts {
+            memory_bytes: 512 * MIB,
+            dirty_rate: dirty_mib_s.map(|r| r * MIB),
+            history,
+        }
+    }
+
+    #[test]
+    fn a_quiet_guest_gets_no_capability() {
+        let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(4), &[]));
+        assert_eq!(s.capabilities, converge_api::Capabilities::default());
+        assert_eq!(
+            why,
+            "dirty rate measured 4 MiB/s against a 32 MiB/s link: pre-copy alone converges, no capability needed"
+        );
+    }
+
+    #[test]
+    fn a_busy_guest_gets_xbzrle_and_a_way_out() {
+        let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(100), &[]));
+        assert_eq!(s.capabilities.xbzrle_cache_bytes, Some(256 * MIB));
+        assert!(s.capabilities.postcopy);
+        assert!(
+            why.contains("xbzrle with a 256 MiB cache, post-copy allowed"),
+            "{why}"
+        );
+        assert!(converge_api::refusal(&converge_api::lint(&s, 512 * MIB)).is_none());
+    }
+
+    #[test]
+    fn xbzrle_that_missed_last_time_is_not_tried_again() {
+        let mut last = Migration::begun(
+            "m0".into(),
+            "u".into(),
+            "vm".into(),
+            "a".into(),
+            MigrationState::Completed,
+            0,
+        );
+        last.last_sample = Some(Sample {
+            xbzrle: Some(XbzrleStats {
+                pages: 5,
+                cache_misses: 95,
+                ..XbzrleStats::default()
+            }),
+            ..Sample::default()
+        });
+        let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(300), &[last]));
+        assert_eq!(s.capabilities.xbzrle_cache_bytes, None);
+        assert!(
+            why.contains("last time it found only 5 % of pages in its cache"),
+            "{why}"
+        );
+    }
+
+    fn hopeless(downtime_ms: Option<u64>) -> Forecast {
+        Forecast {
+            verdict: Verdict::WillNotConverge,
+            reason: "the guest dirties at least 96.0 MiB/s".into(),
+            transfer_rate_bytes_per_s: 32 * MIB,
+            dirty_rate_bytes_per_s: Some(96 * MIB),
+            working_set_bytes: Some(128 * MIB),
+            switchover_bytes: Some(10 * MIB),
+            eta_min_s: None,
+            eta_max_s: None,
+            expected_pause_ms: Some(4000),
+            xbzrle_hit_pct: None,
+            advice: downtime_ms
+                .map(|ms| Advice {
+                    lever: Some(LeverChange::DowntimeLimit { ms }.into()),
+                    action: String::new(),
+                    effect: String::new(),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn it_raises_downtime_first_then_switches_to_post_copy() {
+        let settings = adaptive(true, 32);
+        let mut state = PolicyState::default();
+        let first = adapt(&settings, &mut state, Some(&hopeless(Some(1200))), 3);
+        assert!(
+            matches!(&first[..], [Decision::Downtime { ms: 1200, reason }] if reason.contains("alone lets it switch over")),
+            "{first:?}"
+        );
+        let second = adapt(&settings, &mut state, Some(&hopeless(Some(1200))), 4);
+        assert!(
+            matches!(
+                &second[..],
+                [Decision::Deadline {
+                    action: TimeoutAction::PostCopy,
+                    ..
+                }]
+            ),
+            "{second:?}"
+        );
+        assert!(
+            adapt(&settings, &mut state, Some(&hopeless(None)), 5).is_empty(),
+            "done after post-copy"
+        );
+    }
+
+    #[test]
+    fn without_post_copy_it_gives_up_early_with_the_reason() {
+        let settings = adaptive(false, 32);
+        let mut state = PolicyState::default();
+        assert!(adapt(&settings, &mut state, Some(&hopeless(None)), 3).is_empty());
+        assert!(adapt(&settings, &mut state, Some(&hopeless(None)), 4).is_empty());
+        let last = adapt(&settings, &mut state, Some(&hopeless(None)), 5);
+        match &last[..] {
+            [
+                Decision::Deadline {
+                    action: TimeoutAction::Abort,
+                    reason,
+                },
+            ] => {
+                assert!(
+                    reason.contains("96.0 MiB/s") && reason.contains("No lever is left"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected an abort, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_static_preset_never_adapts() {
+        let mut settings = adaptive(true, 32);
+        settings.adaptive = false;
+        let mut state = PolicyState::default();
+        assert!(adapt(&settings, &mut state, Some(&hopeless(Some(500))), 3).is_empty());
+    }
+}

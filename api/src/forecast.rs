@@ -1,0 +1,147 @@
+//! What the server expects a migration to do next, and what would fix it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::migration::LeverChange;
+
+/// Where a migration is heading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub enum Verdict {
+    /// Each pass leaves less to send; it will switch over.
+    #[cfg_attr(feature = "mini", serde(rename = "converging"))]
+    Converging,
+    /// The dirty set has stopped shrinking, but something (the throttle) may still help.
+    #[cfg_attr(feature = "mini", serde(rename = "stalled"))]
+    Stalled,
+    /// The guest dirties memory as fast as the link carries it: pre-copy alone never ends.
+    #[cfg_attr(feature = "mini", serde(rename = "will_not_converge"))]
+    WillNotConverge,
+    /// What remains fits in the downtime limit: switchover is imminent.
+    #[cfg_attr(feature = "mini", serde(rename = "switching_over"))]
+    SwitchingOver,
+    /// Running on the destination, fetching the last pages.
+    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
+    PostCopy,
+    /// Done.
+    #[cfg_attr(feature = "mini", serde(rename = "completed"))]
+    Completed,
+    /// Failed; the VM runs on the source.
+    #[cfg_attr(feature = "mini", serde(rename = "failed"))]
+    Failed,
+    /// Aborted; the VM runs on the source.
+    #[cfg_attr(feature = "mini", serde(rename = "aborted"))]
+    Aborted,
+}
+
+wire_names!(Verdict {
+    Converging => "converging",
+    Stalled => "stalled",
+    WillNotConverge => "will_not_converge",
+    SwitchingOver => "switching_over",
+    PostCopy => "post_copy",
+    Completed => "completed",
+    Failed => "failed",
+    Aborted => "aborted",
+});
+
+/// Which lever an advice moves (a flat form the dashboard can decode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub enum LeverKind {
+    /// The downtime limit, ms.
+    #[cfg_attr(feature = "mini", serde(rename = "downtime_limit"))]
+    DowntimeLimit,
+    /// The bandwidth limit, MiB/s.
+    #[cfg_attr(feature = "mini", serde(rename = "bandwidth"))]
+    Bandwidth,
+    /// The xbzrle cache, bytes.
+    #[cfg_attr(feature = "mini", serde(rename = "xbzrle_cache"))]
+    XbzrleCache,
+    /// Switch to post-copy.
+    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
+    PostCopy,
+}
+
+wire_names!(LeverKind {
+    DowntimeLimit => "downtime_limit",
+    Bandwidth => "bandwidth",
+    XbzrleCache => "xbzrle_cache",
+    PostCopy => "post_copy",
+});
+
+/// A lever and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct LeverMove {
+    /// Which lever.
+    pub lever: LeverKind,
+    /// Its new value (none for post-copy).
+    pub value: Option<u64>,
+}
+
+impl From<LeverChange> for LeverMove {
+    fn from(change: LeverChange) -> Self {
+        let (lever, value) = match change {
+            LeverChange::DowntimeLimit { ms } => (LeverKind::DowntimeLimit, Some(ms)),
+            LeverChange::Bandwidth { mib_s } => (LeverKind::Bandwidth, Some(mib_s)),
+            LeverChange::XbzrleCache { bytes } => (LeverKind::XbzrleCache, Some(bytes)),
+            LeverChange::PostCopy => (LeverKind::PostCopy, None),
+        };
+        Self { lever, value }
+    }
+}
+
+impl LeverMove {
+    /// The `PATCH` body that carries it out.
+    pub fn change(self) -> Option<LeverChange> {
+        Some(match (self.lever, self.value) {
+            (LeverKind::DowntimeLimit, Some(ms)) => LeverChange::DowntimeLimit { ms },
+            (LeverKind::Bandwidth, Some(mib_s)) => LeverChange::Bandwidth { mib_s },
+            (LeverKind::XbzrleCache, Some(bytes)) => LeverChange::XbzrleCache { bytes },
+            (LeverKind::PostCopy, _) => LeverChange::PostCopy,
+            _ => return None,
+        })
+    }
+}
+
+/// One way to make a migration finish, with its expected effect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct Advice {
+    /// The lever to move now, when the fix is a mid-flight lever (one click).
+    pub lever: Option<LeverMove>,
+    /// What to do, in plain words.
+    pub action: String,
+    /// What should happen then, with the numbers.
+    pub effect: String,
+}
+
+/// The forecast of a running migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct Forecast {
+    /// Where it is heading.
+    pub verdict: Verdict,
+    /// Why, with the numbers ("guest dirties 96 MiB/s, link carries 32 MiB/s").
+    pub reason: String,
+    /// Transfer rate the estimate uses, bytes/s.
+    pub transfer_rate_bytes_per_s: u64,
+    /// The guest's dirty rate estimated from pass boundaries, bytes/s; when the dirty set
+    /// refills within every pass this is a lower bound.
+    pub dirty_rate_bytes_per_s: Option<u64>,
+    /// The memory the guest keeps rewriting (largest dirty set after the first pass).
+    pub working_set_bytes: Option<u64>,
+    /// What may remain for QEMU to switch over within the downtime limit, bytes.
+    pub switchover_bytes: Option<u64>,
+    /// Soonest the migration should end, seconds from now.
+    pub eta_min_s: Option<u64>,
+    /// Latest it should end, seconds from now (none when it will not end by itself).
+    pub eta_max_s: Option<u64>,
+    /// The pause to expect at switchover, ms.
+    pub expected_pause_ms: Option<u64>,
+    /// Share of pages xbzrle found in its cache, percent.
+    pub xbzrle_hit_pct: Option<u32>,
+    /// What would fix it, best first.
+    pub advice: Vec<Advice>,
+}

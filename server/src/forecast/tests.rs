@@ -1,0 +1,227 @@
+//! The forecast on synthetic passes shaped like the lab's workloads, and its properties.
+
+use converge_api::{
+    AutoConverge, Capabilities, IterationMark, LeverKind, MigrationState, Sample, Verdict,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+const TOTAL: u64 = 512 * MIB;
+const LINK: u64 = 32 * MIB;
+
+/// Readings every 500 ms of passes whose dirty sets are `sets` (the first pass sends
+/// `TOTAL`), draining at `LINK`; returns the samples and the valued boundaries.
+fn passes(sets: &[u64], throttle: Option<u32>) -> (Vec<Sample>, Vec<IterationMark>) {
+    let (mut samples, mut marks, mut t) = (Vec::new(), Vec::new(), 0i64);
+    for (i, &set) in std::iter::once(&TOTAL).chain(sets).enumerate() {
+        let iteration = i as u32 + 1;
+        marks.push(IterationMark {
+            iteration,
+            at_ms: t,
+            elapsed_ms: t as u64,
+            mem_remaining_bytes: set,
+        });
+        let mut remaining = set;
+        loop {
+            samples.push(Sample {
+                at_ms: t,
+                elapsed_ms: t as u64,
+                iteration,
+                mem_total_bytes: TOTAL,
+                mem_remaining_bytes: remaining,
+                transfer_rate_bytes_per_s: LINK,
+                throttle_pct: throttle,
+                // QEMU's estimate: the pass's dirty set over the bandwidth (300 ms, the
+                // limit, during the first pass).
+                expected_downtime_ms: Some(if iteration == 1 {
+                    300
+                } else {
+                    set * 1000 / LINK
+                }),
+                ..Sample::default()
+            });
+            if remaining == 0 {
+                break;
+            }
+            remaining = remaining.saturating_sub(LINK / 2);
+            t += 500;
+        }
+        t += 1;
+    }
+    (samples, marks)
+}
+
+fn input<'a>(
+    samples: &'a [Sample],
+    marks: &'a [IterationMark],
+    caps: Option<&'a Capabilities>,
+) -> Input<'a> {
+    Input {
+        state: MigrationState::Running,
+        samples,
+        boundaries: marks,
+        downtime_limit_ms: 300,
+        caps,
+        bandwidth_limit_mib_s: Some(32),
+    }
+}
+
+#[test]
+fn the_loop_workload_will_not_converge_by_pass_three_and_says_why() {
+    // 128 MiB rewritten faster than 32 MiB/s: every pass finds the whole set dirty again.
+    let (samples, marks) = passes(&[128 * MIB, 128 * MIB], None);
+    let caps = Capabilities::default();
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
+    assert!(
+        f.reason.contains("the link carries 32.0 MiB/s"),
+        "{}",
+        f.reason
+    );
+    assert!(
+        f.reason.contains("a dirty set of 128 MiB every pass"),
+        "{}",
+        f.reason
+    );
+    assert_eq!(f.working_set_bytes, Some(128 * MIB));
+    assert_eq!(f.expected_pause_ms, Some(4000), "128 MiB at 32 MiB/s");
+    assert_eq!(f.eta_max_s, None);
+    // Downtime would need ~4.8 s: too long to advise. xbzrle fits the pattern.
+    let actions: Vec<&str> = f.advice.iter().map(|a| a.action.as_str()).collect();
+    assert!(
+        !actions.iter().any(|a| a.starts_with("Raise the downtime")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a.contains("xbzrle (cache 128 MiB)")),
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.last(),
+        Some(&"Abort and retry when the guest is idle")
+    );
+    assert!(
+        f.advice
+            .iter()
+            .all(|a| a.lever.is_none_or(|l| l.lever != LeverKind::PostCopy)),
+        "no post-copy: not allowed at start"
+    );
+    let bandwidth = f
+        .advice
+        .iter()
+        .find_map(|a| a.lever.filter(|l| l.lever == LeverKind::Bandwidth));
+    assert_eq!(
+        bandwidth.and_then(|l| l.value),
+        Some(40),
+        "the dirty rate + 25 %, above the 32 MiB/s limit"
+    );
+}
+
+#[test]
+fn a_small_working_set_gets_a_downtime_advice_it_can_apply() {
+    // 32 MiB keeps coming back: 1 s of downtime (+20 %) would switch over.
+    let (samples, marks) = passes(&[32 * MIB, 32 * MIB], None);
+    let f = forecast(&input(&samples, &marks, None)).unwrap();
+    assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
+    let first = &f.advice[0];
+    assert_eq!(first.action, "Raise the downtime limit to 1200 ms");
+    let lever = first.lever.unwrap();
+    assert_eq!(
+        (lever.lever, lever.value),
+        (LeverKind::DowntimeLimit, Some(1200))
+    );
+    assert_eq!(
+        f.advice[1].action, "Switch to post-copy",
+        "allowed: capabilities unknown"
+    );
+}
+
+#[test]
+fn shrinking_dirty_sets_converge_with_an_eta_range() {
+    let (samples, marks) = passes(&[200 * MIB, 100 * MIB, 50 * MIB], None);
+    let f = forecast(&input(&samples, &marks, None)).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging, "{}", f.reason);
+    assert!(f.reason.contains("each pass leaves 50 %"), "{}", f.reason);
+    let (lo, hi) = (f.eta_min_s.unwrap(), f.eta_max_s.unwrap());
+    assert!(lo <= hi, "{lo} ≤ {hi}");
+    // 50 → 25 → 12.5 → 6.25 MiB (under 9.6 MiB = 300 ms at 32 MiB/s): ~1.5 s of passes.
+    assert!(hi <= 5, "{lo}..{hi}");
+    assert_eq!(f.expected_pause_ms, Some(300));
+    assert!(f.advice.is_empty());
+}
+
+#[test]
+fn auto_convergence_in_progress_is_a_stall_not_a_failure() {
+    let (samples, marks) = passes(&[128 * MIB, 128 * MIB], Some(40));
+    let caps = Capabilities {
+        auto_converge: Some(AutoConverge {
+            initial_pct: 20,
+            increment_pct: 10,
+        }),
+        ..Capabilities::default()
+    };
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Stalled, "{}", f.reason);
+    assert!(
+        f.reason.contains("slowing the guest by 40 %"),
+        "{}",
+        f.reason
+    );
+}
+
+#[test]
+fn a_dirty_set_within_the_limit_is_switching_over() {
+    let (samples, marks) = passes(&[8 * MIB], None);
+    let f = forecast(&input(&samples, &marks, None)).unwrap();
+    assert_eq!(f.verdict, Verdict::SwitchingOver, "{}", f.reason);
+}
+
+#[test]
+fn the_first_pass_converges_until_shown_otherwise() {
+    let (mut samples, mut marks) = passes(&[], None);
+    samples.truncate(10);
+    marks.truncate(1);
+    let f = forecast(&input(&samples, &marks, None)).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging);
+    assert!(f.reason.starts_with("first pass:"), "{}", f.reason);
+}
+
+#[test]
+fn a_finished_migration_has_no_forecast() {
+    let (samples, marks) = passes(&[8 * MIB], None);
+    let mut i = input(&samples, &marks, None);
+    i.state = MigrationState::Completed;
+    assert!(forecast(&i).is_none());
+}
+
+proptest! {
+    #[test]
+    fn forecasts_are_coherent(sets in prop::collection::vec(1u64..400, 1..8), throttle in prop::option::of(0u32..100)) {
+        let sets: Vec<u64> = sets.iter().map(|s| s * MIB).collect();
+        let (samples, marks) = passes(&sets, throttle);
+        let f = forecast(&input(&samples, &marks, None)).unwrap();
+        if let (Some(lo), Some(hi)) = (f.eta_min_s, f.eta_max_s) {
+            prop_assert!(lo <= hi);
+        }
+        match f.verdict {
+            Verdict::WillNotConverge => {
+                prop_assert!(f.eta_max_s.is_none());
+                prop_assert!(!f.advice.is_empty());
+                prop_assert!(*sets.last().unwrap() > f.switchover_bytes.unwrap());
+            }
+            Verdict::Converging => prop_assert!(f.advice.is_empty()),
+            Verdict::SwitchingOver => prop_assert!(f.eta_max_s.is_some()),
+            _ => {}
+        }
+        for advice in &f.advice {
+            if let Some(lever) = advice.lever {
+                prop_assert!(lever.change().is_some());
+                if lever.lever == LeverKind::DowntimeLimit {
+                    prop_assert!(lever.value.unwrap() <= MAX_ADVISED_PAUSE_MS);
+                }
+            }
+        }
+    }
+}
