@@ -141,11 +141,22 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         .map(|w| w[1] as f64 / w[0] as f64)
         .collect();
     let model_q = dirty_rate.map(|w| w as f64 / drain as f64);
-    let q = ratios.first().copied().or(model_q);
-    let refills = dirty_rate.is_some_and(|w| w as f64 >= SHRINKING * wire as f64);
-
+    // "Refills" compares the dirty rate with how fast passes drain, which xbzrle's deltas
+    // make faster than the wire. With xbzrle, wait for a second pass boundary before
+    // judging: its deltas only start in the second pass.
+    let xbzrle_on = last.xbzrle.is_some();
+    let refills = dirty_rate.is_some_and(|w| w as f64 >= SHRINKING * drain as f64)
+        && (!xbzrle_on || sets.len() >= 2);
+    // An observed shrink between passes beats the model (which sees a saturated working
+    // set as "refilling" even when shorter passes are about to shrink it).
+    let observed = ratios.first().copied();
+    let converging = match observed {
+        Some(q) => q < SHRINKING,
+        None => model_q.is_some_and(|q| q < SHRINKING) && !refills,
+    };
+    let q = observed.or(model_q);
     match q {
-        Some(q) if q < SHRINKING && !refills => {
+        Some(q) if converging => {
             let best = ratios.iter().copied().fold(q, f64::min);
             let worst = ratios.iter().copied().fold(q, f64::max).min(0.99);
             let (passes_fast, eta_fast) = eta(set, best, threshold, drain);
@@ -168,7 +179,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             );
             f.expected_pause_ms = Some(set.saturating_mul(1000) / wire.max(1));
         }
-        _ if sets.len() >= 2 || refills => {
+        _ if observed.is_some() || refills => {
             f.verdict = Verdict::WillNotConverge;
             let pause_ms = set.saturating_mul(1000) / wire.max(1);
             f.reason = format!(

@@ -88,18 +88,27 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
         mem_total_bytes: sample.mem_total_bytes,
         best_dirty: record.best_dirty(),
     };
-    let mut decisions = policy::decide(&settings, &mut record.policy, &input);
-    decisions.extend(policy::adapt(
-        &settings,
-        &mut record.policy,
-        record.migration.forecast.as_ref(),
-        sample.iteration,
-    ));
+    // The deadline's decisions say so; the adaptive ones carry their forecast already.
+    let mut decisions: Vec<(Decision, &str)> =
+        policy::decide(&settings, &mut record.policy, &input)
+            .into_iter()
+            .map(|d| (d, "deadline: "))
+            .collect();
+    decisions.extend(
+        policy::adapt(
+            &settings,
+            &mut record.policy,
+            record.migration.forecast.as_ref(),
+            sample.iteration,
+        )
+        .into_iter()
+        .map(|d| (d, "")),
+    );
     record.migration.deadline = policy::pending(&settings, &record.policy, &input);
     let m = &record.migration;
     decisions
         .into_iter()
-        .map(|decision| {
+        .map(|(decision, prefix)| {
             let (kind, reason) = match decision {
                 Decision::Downtime { ms, reason } => {
                     (ActKind::Lever(LeverChange::DowntimeLimit { ms }), reason)
@@ -110,7 +119,7 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
                         TimeoutAction::PostCopy => ActKind::Lever(LeverChange::PostCopy),
                         TimeoutAction::Pause => ActKind::Pause,
                     },
-                    format!("deadline: {reason}"),
+                    format!("{prefix}{reason}"),
                 ),
             };
             Act {
