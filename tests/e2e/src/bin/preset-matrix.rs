@@ -33,6 +33,7 @@ async fn main() {
             .map(String::from)
             .to_vec();
     }
+    let mut results: Vec<Outcome> = Vec::new();
     let lab = Lab::acquire().await;
     let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
@@ -84,6 +85,13 @@ async fn main() {
                     .unwrap_or_else(|| "-".into()),
                 sent >> 20
             );
+            results.push(Outcome {
+                load,
+                config: config.clone(),
+                completed: state(&detail) == "completed",
+                seconds: elapsed,
+                throttle,
+            });
             if state(&detail) == "running" {
                 let _ = admin
                     .post(&format!("/api/migrations/{id}/abort"), json!({}))
@@ -94,6 +102,58 @@ async fn main() {
         }
     }
     server.stop().await;
+    report_target(&results);
+}
+
+/// One run's result.
+struct Outcome {
+    load: &'static str,
+    config: String,
+    completed: bool,
+    seconds: f64,
+    throttle: u64,
+}
+
+/// The adaptive preset's target: complete every workload within 1.1× the best static
+/// configuration's time, with no more throttle than that configuration.
+fn report_target(results: &[Outcome]) {
+    for (load, ..) in WORKLOADS {
+        let best = results
+            .iter()
+            .filter(|r| {
+                r.load == load
+                    && r.completed
+                    && ["nothing", "xbzrle", "auto-converge", "both"].contains(&r.config.as_str())
+            })
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let adaptive = results
+            .iter()
+            .find(|r| r.load == load && r.config == "converge");
+        match (adaptive, best) {
+            (Some(a), Some(b)) => {
+                let met = a.completed && a.seconds <= 1.1 * b.seconds && a.throttle <= b.throttle;
+                println!(
+                    "target {load}: adaptive {} in {:.1} s at {}% throttle; best static {} {:.1} s at {}% → {:.2}× the time: {}",
+                    if a.completed {
+                        "completed"
+                    } else {
+                        "did not complete"
+                    },
+                    a.seconds,
+                    a.throttle,
+                    b.config,
+                    b.seconds,
+                    b.throttle,
+                    a.seconds / b.seconds,
+                    if met { "MET" } else { "MISSED" }
+                );
+            }
+            (Some(_), None) => {
+                println!("target {load}: no static configuration in this run completed")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A preset's settings (or a static configuration) on the emulated link.

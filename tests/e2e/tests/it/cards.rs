@@ -42,6 +42,13 @@ async fn a_running_migration_gets_a_live_card_with_both_charts() {
     browser
         .find("[data-testid=start-dialog] select[name=destination]")
         .await;
+    // The conservative preset, so the run stays non-converging long enough to watch.
+    browser
+        .find("[data-testid=start-dialog] select[name=preset]")
+        .await
+        .select_by_value("converge-safe")
+        .await
+        .unwrap();
     browser
         .fill("[data-testid=start-dialog] input[name=bandwidth]", "32")
         .await;
@@ -64,6 +71,9 @@ async fn a_running_migration_gets_a_live_card_with_both_charts() {
     browser
         .wait_for_text_within("[data-testid=iteration]", "3", Duration::from_secs(90))
         .await;
+    // The verdict badge (upper-cased by CSS, so found by its class).
+    browser.find(".verdict-will_not_converge").await;
+    browser.find("[data-testid=advice] li").await;
     let before = browser.wait_for_text("[data-testid=data-sent]", "of").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = browser.wait_for_text("[data-testid=data-sent]", "of").await;
@@ -106,6 +116,12 @@ async fn a_migration_started_from_the_dialog_with_xbzrle_completes_and_is_in_his
     browser
         .find(&format!("{dialog} select[name=preset] option[value=nova]"))
         .await;
+    browser
+        .find(&format!("{dialog} select[name=preset]"))
+        .await
+        .select_by_value("converge-safe")
+        .await
+        .unwrap();
     // The linter explains a refused combination before anything is sent.
     browser.click(&format!("{dialog} input[name=xbzrle]")).await;
     browser

@@ -4,6 +4,7 @@
 
 mod cards;
 mod control;
+mod forecast;
 mod login;
 mod migration;
 mod restart;

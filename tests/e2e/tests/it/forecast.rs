@@ -1,0 +1,144 @@
+//! The forecast and the adaptive preset against real QEMU.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use converge_e2e::client::Client;
+use converge_e2e::fleet::{start_with, state, vm_uuid, wait_until};
+use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
+use converge_testkit::lab::{HOSTS_CONFIG, Lab};
+use serde_json::{Value, json};
+
+async fn lab_server() -> TestServer {
+    TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
+}
+
+fn actions(detail: &Value) -> Vec<(String, String, String)> {
+    detail["migration"]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let t = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
+            (t("actor"), t("what"), t("reason"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-verdict", "loop", 128, 100).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-verdict", "a").await;
+    let id = start_with(&admin, &uuid, "b", json!({ "bandwidth_mib_s": 32 })).await;
+    let said = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(90),
+        "said it will not converge",
+        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
+    )
+    .await;
+    let pass = said["migration"]["last_sample"]["iteration"]
+        .as_u64()
+        .unwrap();
+    assert!(pass <= 4, "the verdict came at pass {pass}");
+    let f = &said["migration"]["forecast"];
+    let reason = f["reason"].as_str().unwrap();
+    assert!(reason.contains("the link carries 3"), "{reason}");
+    assert!(reason.contains("a dirty set of"), "{reason}");
+    assert!(f["eta_max_s"].is_null(), "no end in sight: {f}");
+    let advice: Vec<&str> = f["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert!(advice.iter().any(|a| a.contains("xbzrle")), "{advice:?}");
+    assert_eq!(
+        advice.last(),
+        Some(&"Abort and retry when the guest is idle")
+    );
+    let (status, _) = admin
+        .post(&format!("/api/migrations/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_until(&admin, &id, Duration::from_secs(30), "ended", |d| {
+        state(d) != "running"
+    })
+    .await;
+    lab.remove_vm("t-verdict").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_adaptive_preset_completes_a_loop_guest_with_xbzrle() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-adapt-loop", "loop", 128, 100).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-adapt-loop", "a").await;
+    let presets = admin.get("/api/presets").await;
+    let mut settings = presets[0]["settings"].clone();
+    assert_eq!(presets[0]["name"], "converge");
+    settings["bandwidth_mib_s"] = json!(32);
+    let id = start_with(&admin, &uuid, "b", settings).await;
+    let done = wait_until(&admin, &id, Duration::from_secs(120), "ended", |d| {
+        !["starting", "running", "post_copy"].contains(&state(d))
+    })
+    .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    let chose = &actions(&done)[0];
+    assert_eq!(
+        (chose.0.as_str(), chose.1.as_str()),
+        ("policy", "chose the capabilities")
+    );
+    assert!(chose.2.contains("dirty rate measured"), "{}", chose.2);
+    assert!(chose.2.contains("xbzrle"), "{}", chose.2);
+    assert!(done["migration"]["settings"]["capabilities"]["xbzrle_cache_bytes"].is_u64());
+    lab.remove_vm("t-adapt-loop").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_adaptive_preset_rescues_a_fresh_guest_with_post_copy() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-adapt-fresh", "fresh", 128, 0).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-adapt-fresh", "a").await;
+    let id = start_with(
+        &admin,
+        &uuid,
+        "b",
+        json!({ "bandwidth_mib_s": 32, "adaptive": true, "deadline": { "completion_max_s": 3400 } }),
+    )
+    .await;
+    let done = wait_until(&admin, &id, Duration::from_secs(150), "ended", |d| {
+        !["starting", "running", "post_copy"].contains(&state(d))
+    })
+    .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    let policy: Vec<(String, String, String)> = actions(&done)
+        .into_iter()
+        .filter(|a| a.0 == "policy")
+        .collect();
+    let post_copy = policy
+        .iter()
+        .find(|a| a.1 == "switch to post-copy")
+        .unwrap_or_else(|| panic!("the policy switched to post-copy: {policy:?}"));
+    assert!(post_copy.2.starts_with("forecast: "), "{}", post_copy.2);
+    assert!(
+        post_copy.2.contains("Pre-copy will not finish"),
+        "{}",
+        post_copy.2
+    );
+    assert_eq!(
+        lab.state_on("b", "t-adapt-fresh").await.as_deref(),
+        Some("running")
+    );
+    lab.remove_vm("t-adapt-fresh").await;
+    server.stop().await;
+}
