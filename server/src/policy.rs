@@ -9,7 +9,9 @@
 
 mod adaptive;
 
-use converge_api::{DowntimeSteps, Growth, MigrationSettings, PendingDeadline, TimeoutAction};
+use converge_api::{
+    DowntimeSteps, Growth, LeverChange, MigrationSettings, PendingDeadline, TimeoutAction,
+};
 
 pub use adaptive::{StartFacts, adapt, adapt_start};
 
@@ -53,10 +55,10 @@ pub struct PolicyInput {
 /// What the policy decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Set the downtime limit.
-    Downtime {
-        /// New limit, ms.
-        ms: u64,
+    /// Move a lever.
+    Lever {
+        /// Which, to what.
+        change: LeverChange,
         /// Why, in words.
         reason: String,
     },
@@ -152,8 +154,8 @@ pub fn decide(
                 None => format!("{} s elapsed", (input.now_ms - input.started_at_ms) / 1000),
             };
             state.step = due;
-            out.push(Decision::Downtime {
-                ms: to,
+            out.push(Decision::Lever {
+                change: LeverChange::DowntimeLimit { ms: to },
                 reason: format!(
                     "downtime step {due} of {}: {from} → {to} ms ({trigger})",
                     last_step(steps)

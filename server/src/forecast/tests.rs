@@ -2,6 +2,7 @@
 
 use converge_api::{
     AutoConverge, Capabilities, IterationMark, LeverKind, MigrationState, Sample, Verdict,
+    XbzrleStats,
 };
 use proptest::prelude::*;
 
@@ -117,6 +118,164 @@ fn the_loop_workload_will_not_converge_by_pass_three_and_says_why() {
         Some(40),
         "the dirty rate + 25 %, above the 32 MiB/s limit"
     );
+}
+
+#[test]
+fn an_xbzrle_cache_smaller_than_the_working_set_is_advised_bigger() {
+    // xbzrle on with 64 MiB for a 128 MiB working set: half the pages miss the cache, and
+    // a direct-mapped cache needs about twice the working set.
+    let (mut samples, marks) = passes(&[128 * MIB, 128 * MIB, 128 * MIB], None);
+    let xbzrle = XbzrleStats {
+        cache_bytes: 64 * MIB,
+        bytes: 5 * MIB,
+        pages: 1000,
+        cache_misses: 1000,
+        overflow: 0,
+    };
+    for s in &mut samples {
+        s.xbzrle = Some(xbzrle);
+    }
+    let caps = Capabilities {
+        xbzrle_cache_bytes: Some(64 * MIB),
+        ..Capabilities::default()
+    };
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
+    assert_eq!(f.xbzrle_hit_pct, Some(50));
+    let first = &f.advice[0];
+    assert_eq!(
+        first.action,
+        "Abort, then start again with an xbzrle cache of 256 MiB"
+    );
+    assert!(
+        first.effect.contains("only 50 % of pages"),
+        "{}",
+        first.effect
+    );
+    assert_eq!(
+        first.lever, None,
+        "a restart: resizing mid-flight did not help"
+    );
+    // Restarting with xbzrle is not advised: it is already on.
+    assert!(
+        f.advice
+            .iter()
+            .all(|a| !a.action.contains("start again with xbzrle")),
+        "{:?}",
+        f.advice
+    );
+}
+
+fn with_xbzrle(samples: &mut [Sample], hits: u64, misses: u64) -> Capabilities {
+    for s in samples {
+        s.xbzrle = Some(XbzrleStats {
+            cache_bytes: 256 * MIB,
+            bytes: hits * 16,
+            pages: hits,
+            cache_misses: misses,
+            overflow: 0,
+        });
+    }
+    Capabilities {
+        xbzrle_cache_bytes: Some(256 * MIB),
+        ..Capabilities::default()
+    }
+}
+
+#[test]
+fn xbzrle_is_not_judged_while_it_fills_its_cache() {
+    // Pass 2 sends the working set whole into the cache (at the wire's speed, the dirty
+    // set refilling): without xbzrle that is "will not converge", with it not yet known.
+    let (mut samples, marks) = passes(&[128 * MIB], None);
+    let caps = with_xbzrle(&mut samples, 0, 30_000);
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging, "{}", f.reason);
+    assert!(f.reason.contains("deltas start next pass"), "{}", f.reason);
+    assert_eq!(f.eta_max_s, None);
+    assert!(f.advice.is_empty());
+}
+
+#[test]
+fn xbzrle_deltas_are_judged_by_how_fast_they_drain_the_third_pass() {
+    // Pass 3 finds the whole 128 MiB dirty again (the cache-filling pass 2 took 4 s)...
+    let (mut samples, marks) = passes(&[128 * MIB, 128 * MIB], None);
+    let caps = with_xbzrle(&mut samples, 20_000, 500);
+    let first = samples.iter().position(|s| s.iteration == 3).unwrap();
+    samples.truncate(first + 2);
+    // ...but its deltas drain it at 128 MiB/s: each pass leaves a quarter of the last.
+    samples[first + 1].mem_remaining_bytes = 64 * MIB;
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging, "{}", f.reason);
+    assert!(
+        f.reason.starts_with("each pass leaves 25 %"),
+        "{}",
+        f.reason
+    );
+    let (lo, hi) = (f.eta_min_s.unwrap(), f.eta_max_s.unwrap());
+    assert!(lo <= hi && hi <= 2, "{lo}..{hi}");
+
+    // The same pass draining at the wire's speed: the deltas do not help.
+    samples[first + 1].mem_remaining_bytes = 112 * MIB;
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
+}
+
+/// Appends passes of `lengths` ms after the last one, unvalued (too short for a reading
+/// of their own), with one reading in the pass that follows them.
+fn sprint(samples: &mut Vec<Sample>, marks: &mut Vec<IterationMark>, lengths: &[i64]) {
+    let mut t = samples.last().unwrap().at_ms + 1;
+    for length in lengths {
+        let iteration = marks.last().unwrap().iteration + 1;
+        marks.push(IterationMark {
+            iteration,
+            at_ms: t,
+            elapsed_ms: t as u64,
+            mem_remaining_bytes: 0,
+        });
+        t += length;
+    }
+    let iteration = marks.last().unwrap().iteration + 1;
+    marks.push(IterationMark {
+        iteration,
+        at_ms: t,
+        elapsed_ms: t as u64,
+        mem_remaining_bytes: 0,
+    });
+    let mut s = samples.last().unwrap().clone();
+    (s.at_ms, s.iteration, s.mem_remaining_bytes) = (t + 100, iteration, 12 * MIB);
+    samples.push(s);
+}
+
+#[test]
+fn passes_that_keep_getting_shorter_are_the_final_sprint() {
+    let (mut samples, mut marks) = passes(&[128 * MIB, 128 * MIB, 128 * MIB], None);
+    let caps = with_xbzrle(&mut samples, 90_000, 1_000);
+    sprint(&mut samples, &mut marks, &[600, 250]);
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging, "{}", f.reason);
+    assert!(
+        f.reason.starts_with("pass 6 took 250 ms after 600 ms"),
+        "{}",
+        f.reason
+    );
+    // 250 ms / (1 − 250/600) = 429 ms, rounded up, and a second for the pause.
+    assert_eq!((f.eta_min_s, f.eta_max_s), (Some(0), Some(2)));
+}
+
+#[test]
+fn short_passes_that_stop_getting_shorter_are_a_stall() {
+    let (mut samples, mut marks) = passes(&[128 * MIB, 128 * MIB, 128 * MIB], None);
+    let caps = with_xbzrle(&mut samples, 90_000, 1_000);
+    sprint(&mut samples, &mut marks, &[400; 6]);
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Stalled, "{}", f.reason);
+    assert!(
+        f.reason
+            .starts_with("5 passes in a row have lasted about 400 ms"),
+        "{}",
+        f.reason
+    );
+    assert!(!f.advice.is_empty());
 }
 
 #[test]

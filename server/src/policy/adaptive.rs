@@ -1,7 +1,9 @@
 //! The adaptive preset: capabilities chosen at start from what is known of the guest, and
 //! mid-flight decisions taken from the forecast, each with the numbers that justified it.
 
-use converge_api::{Forecast, LeverKind, Migration, MigrationSettings, TimeoutAction, Verdict};
+use converge_api::{
+    Forecast, LeverChange, LeverKind, Migration, MigrationSettings, TimeoutAction, Verdict,
+};
 
 use super::{Decision, PolicyState};
 
@@ -106,8 +108,8 @@ pub fn adapt(
         && !state.raised_downtime
     {
         state.raised_downtime = true;
-        return vec![Decision::Downtime {
-            ms,
+        return vec![Decision::Lever {
+            change: LeverChange::DowntimeLimit { ms },
             reason: format!(
                 "forecast: {}. A downtime limit of {ms} ms alone lets it switch over",
                 f.reason

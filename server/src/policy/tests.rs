@@ -71,8 +71,8 @@ fn a_step_is_decided_once_with_its_reason() {
     let decisions = decide(&settings, &mut state, &input(40, 3, None));
     assert_eq!(
         decisions,
-        vec![Decision::Downtime {
-            ms: 95,
+        vec![Decision::Lever {
+            change: LeverChange::DowntimeLimit { ms: 95 },
             reason: "downtime step 1 of 10: 50 → 95 ms (40 s elapsed)".into()
         }]
     );
@@ -339,7 +339,7 @@ mod adaptive {
         let mut state = PolicyState::default();
         let first = adapt(&settings, &mut state, Some(&hopeless(Some(1200))), 3);
         assert!(
-            matches!(&first[..], [Decision::Downtime { ms: 1200, reason }] if reason.contains("alone lets it switch over")),
+            matches!(&first[..], [Decision::Lever { change: LeverChange::DowntimeLimit { ms: 1200 }, reason }] if reason.contains("alone lets it switch over")),
             "{first:?}"
         );
         let second = adapt(&settings, &mut state, Some(&hopeless(Some(1200))), 4);

@@ -64,7 +64,7 @@ pub async fn wait_until(
     id: &str,
     timeout: Duration,
     what: &str,
-    done: impl Fn(&Value) -> bool,
+    mut done: impl FnMut(&Value) -> bool,
 ) -> Value {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = Value::Null;

@@ -110,9 +110,7 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
         .into_iter()
         .map(|(decision, prefix)| {
             let (kind, reason) = match decision {
-                Decision::Downtime { ms, reason } => {
-                    (ActKind::Lever(LeverChange::DowntimeLimit { ms }), reason)
-                }
+                Decision::Lever { change, reason } => (ActKind::Lever(change), reason),
                 Decision::Deadline { action, reason } => (
                     match action {
                         TimeoutAction::Abort => ActKind::Abort,

@@ -74,6 +74,108 @@ async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-eta", "loop", 128, 100).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-eta", "a").await;
+    let settings = json!({
+        "bandwidth_mib_s": 32,
+        "capabilities": { "xbzrle_cache_bytes": 256u64 << 20 },
+    });
+    let id = start_with(&admin, &uuid, "b", settings).await;
+    // The first "converging" verdict that carries an ETA range, and the sample it was made at.
+    let mut first: Option<(i64, u64, u64)> = None;
+    let mut trace = Vec::new();
+    let done = wait_until(&admin, &id, Duration::from_secs(120), "ended", |d| {
+        let m = &d["migration"];
+        let f = &m["forecast"];
+        let seen = (
+            m["last_sample"]["iteration"].as_u64(),
+            f["verdict"].as_str().map(str::to_owned),
+            f["eta_min_s"].as_u64(),
+            f["eta_max_s"].as_u64(),
+        );
+        if trace.last() != Some(&seen) {
+            println!("{seen:?} {}", f["reason"]);
+            trace.push(seen);
+        }
+        if first.is_none() && f["verdict"] == "converging" {
+            if let (Some(at), Some(lo), Some(hi)) = (
+                m["last_sample"]["at_ms"].as_i64(),
+                f["eta_min_s"].as_u64(),
+                f["eta_max_s"].as_u64(),
+            ) {
+                first.replace((at, lo, hi));
+            }
+        }
+        !["starting", "running", "post_copy"].contains(&state(d))
+    })
+    .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    let (at, lo, hi) = first.expect("a converging verdict with an ETA range before the end");
+    let ended = done["migration"]["ended_at_ms"].as_i64().unwrap();
+    let took_s = (ended - at) as f64 / 1000.0;
+    println!("ETA {lo}..{hi} s, ended after {took_s:.1} s");
+    // The range is in whole seconds and the end is seen by the next one-second sample.
+    assert!(
+        took_s >= lo as f64 - 1.0 && took_s <= hi as f64 + 1.0,
+        "ended {took_s:.1} s after a forecast of {lo}..{hi} s"
+    );
+    lab.remove_vm("t-eta").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_completes() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-cache", "loop", 128, 100).await;
+    let server = lab_server().await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-cache", "a").await;
+    let with_cache = |mib: u64| {
+        json!({
+            "bandwidth_mib_s": 32,
+            "capabilities": { "xbzrle_cache_bytes": mib << 20 },
+        })
+    };
+    // Half the ~130 MiB the guest rewrites: pages collide and half are sent whole.
+    let id = start_with(&admin, &uuid, "b", with_cache(64)).await;
+    let said = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(90),
+        "said it will not converge",
+        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
+    )
+    .await;
+    let f = &said["migration"]["forecast"];
+    assert!(f["xbzrle_hit_pct"].as_u64().unwrap() < 80, "{f}");
+    let advice = &f["advice"][0];
+    assert_eq!(
+        advice["action"], "Abort, then start again with an xbzrle cache of 256 MiB",
+        "{advice}"
+    );
+    let (status, _) = admin
+        .post(&format!("/api/migrations/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    wait_until(&admin, &id, Duration::from_secs(30), "ended", |d| {
+        state(d) != "running"
+    })
+    .await;
+    let id = start_with(&admin, &uuid, "b", with_cache(256)).await;
+    let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", |d| {
+        !["starting", "running", "post_copy"].contains(&state(d))
+    })
+    .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    lab.remove_vm("t-cache").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_adaptive_preset_completes_a_loop_guest_with_xbzrle() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-adapt-loop", "loop", 128, 100).await;
