@@ -101,14 +101,15 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
             println!("{seen:?} {}", f["reason"]);
             trace.push(seen);
         }
-        if first.is_none() && f["verdict"] == "converging" {
-            if let (Some(at), Some(lo), Some(hi)) = (
+        if first.is_none()
+            && f["verdict"] == "converging"
+            && let (Some(at), Some(lo), Some(hi)) = (
                 m["last_sample"]["at_ms"].as_i64(),
                 f["eta_min_s"].as_u64(),
                 f["eta_max_s"].as_u64(),
-            ) {
-                first.replace((at, lo, hi));
-            }
+            )
+        {
+            first.replace((at, lo, hi));
         }
         !["starting", "running", "post_copy"].contains(&state(d))
     })
