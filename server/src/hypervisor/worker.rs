@@ -443,12 +443,14 @@ impl Worker {
                         .spawn(move || {
                             std::thread::sleep(Duration::from_secs(seconds.into()));
                             let mut result = Ok(None);
-                            for _ in 0..8 {
+                            // QEMU publishes the result just after the period: ask often,
+                            // since the migration waits for it.
+                            for _ in 0..40 {
                                 result = domain.dirty_rate_mib_s().map_err(|err| err.to_string());
                                 if !matches!(result, Ok(None)) {
                                     break;
                                 }
-                                std::thread::sleep(Duration::from_millis(250));
+                                std::thread::sleep(Duration::from_millis(50));
                             }
                             let _ = reply.send(result.map(|mib| mib.map(|m| m << 20)));
                         });

@@ -53,6 +53,9 @@ async fn main() {
             let uuid = vm_uuid(&admin, &name, "a").await;
             let settings = settings_for(config, &presets);
             let started = Instant::now();
+            let requested_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let id = start_with(&admin, &uuid, "b", settings).await;
             let detail = follow(&admin, &id, bound).await;
             let elapsed = started.elapsed().as_secs_f64();
@@ -85,6 +88,22 @@ async fn main() {
                     .unwrap_or_else(|| "-".into()),
                 sent >> 20
             );
+            if let Some(at) = m["started_at_ms"].as_i64() {
+                println!(
+                    "        libvirt migration started {} ms after the request",
+                    at - requested_ms
+                );
+            }
+            // What the policy did and why, so a number in the table can be explained.
+            for action in m["actions"].as_array().into_iter().flatten() {
+                if action["actor"] == "policy" {
+                    println!(
+                        "        policy: {}: {}",
+                        action["what"].as_str().unwrap_or_default(),
+                        action["reason"].as_str().unwrap_or_default()
+                    );
+                }
+            }
             results.push(Outcome {
                 load,
                 config: config.clone(),
