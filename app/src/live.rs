@@ -124,9 +124,14 @@ impl Live {
                     },
                 )
             }
+            // The server sends each host's VMs by name; hosts stay in name order.
             LiveEvent::Vms(VmsUpdate { host, vms }) => self.vms.update(|all| {
                 all.retain(|vm| vm.host != host);
-                all.extend(vms);
+                let at = all
+                    .iter()
+                    .position(|vm| vm.host > host)
+                    .unwrap_or(all.len());
+                all.splice(at..at, vms);
             }),
             LiveEvent::Migration(MigrationUpdate {
                 migration,
@@ -216,7 +221,15 @@ impl Live {
                 (id, view, active, started)
             })
             .collect();
-        all.sort_by_key(|(_, _, active, started)| (!*active, std::cmp::Reverse(*started)));
+        // An insertion sort: a handful of migrations, and the standard sorts would add
+        // kilobytes to the bundle.
+        for i in 1..all.len() {
+            let mut j = i;
+            while j > 0 && (!all[j - 1].2, -all[j - 1].3) > (!all[j].2, -all[j].3) {
+                all.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         all.into_iter().map(|(id, view, ..)| (id, view)).collect()
     }
 }

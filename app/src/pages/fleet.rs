@@ -119,9 +119,7 @@ fn VmTable(live: Live, can_operate: bool, on_migrate: Callback<Vm>) -> impl Into
                 </tr></thead>
                 <tbody>
                     {move || {
-                        let mut vms = live.vms.get();
-                        vms.sort_by(|a, b| (&a.name, &a.host).cmp(&(&b.name, &b.host)));
-                        vms.into_iter().map(|vm| {
+                        live.vms.get().into_iter().map(|vm| {
                             let movable = vm.state == VmState::Running && vm.migration_id.is_none();
                             let row = vm.clone();
                             view! {

@@ -140,7 +140,7 @@ impl FleetState {
         self.hosts.values().map(|e| e.host.clone()).collect()
     }
 
-    /// Every VM on every host.
+    /// Every VM on every host: hosts in name order, each host's VMs by name.
     pub fn vms(&self) -> Vec<Vm> {
         self.hosts
             .values()
@@ -249,9 +249,13 @@ impl FleetState {
 
     // ---- reports ----
 
+    /// A host's VMs in name order (the dashboard shows them as sent: hosts in name order,
+    /// each host's VMs by name).
     fn vms_of(&self, host: &str, domains: &[DomainSummary]) -> Vec<Vm> {
+        let mut domains: Vec<&DomainSummary> = domains.iter().collect();
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
         domains
-            .iter()
+            .into_iter()
             .map(|d| {
                 let migration_id = self.active_by_vm.get(&d.uuid).cloned();
                 let outgoing = migration_id
