@@ -258,10 +258,11 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
                 q * 100.0,
                 mib(threshold)
             );
-            f.eta_min_s = Some(to_end_of_pass_s + eta_fast);
-            // And a second for the switchover pause and the completion to be reported
-            // (the lab's xbzrle run ended 2.0 s after an estimate of 1 s without it).
-            f.eta_max_s = Some(to_end_of_pass_s + eta_slow.max(eta_fast) + SWITCHOVER_S);
+            let end_of_pass = remaining as f64 / drain.max(1) as f64;
+            f.eta_min_s = Some((end_of_pass + eta_fast).floor() as u64);
+            // And a second for the completion to be reported (the lab's xbzrle run ended
+            // 2.0 s after an estimate of 1 s without it).
+            f.eta_max_s = Some((end_of_pass + eta_slow.max(eta_fast)).ceil() as u64 + SWITCHOVER_S);
             f.expected_pause_ms = Some(limit);
         }
         _ if last.throttle_pct.is_some_and(|t| t > 0 && t < 99) => {
@@ -304,14 +305,15 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
 }
 
 /// Passes and seconds until a dirty set of `set` shrinking by `q` per pass fits `threshold`.
-fn eta(set: u64, q: f64, threshold: u64, drain: u64) -> (u32, u64) {
+/// The last of them is the one sent during the pause.
+fn eta(set: u64, q: f64, threshold: u64, drain: u64) -> (u32, f64) {
     let (mut d, mut passes, mut seconds) = (set as f64, 0u32, 0.0);
     while d > threshold as f64 && passes < 100 {
         d *= q;
         seconds += d / drain.max(1) as f64;
         passes += 1;
     }
-    (passes, seconds.ceil() as u64)
+    (passes, seconds)
 }
 
 /// The levers and restarts that would make it finish, best first.
