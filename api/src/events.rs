@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Host, Vm};
 use crate::migration::{IterationMark, Migration, Sample};
+use crate::tenant::TenantVm;
 
 /// `event: migration` — one per migration per sampling tick while it runs, and one
 /// whenever its state changes.
@@ -64,6 +65,9 @@ pub enum LiveEvent {
     Vms(VmsUpdate),
     /// See [`Resync`].
     Resync(Resync),
+    /// `event: tenant_vm` — a tenant's VM or its move changed (only to that project's
+    /// tenants).
+    Tenant(TenantVm),
 }
 
 impl LiveEvent {
@@ -74,6 +78,7 @@ impl LiveEvent {
             LiveEvent::Host(_) => "host",
             LiveEvent::Vms(_) => "vms",
             LiveEvent::Resync(_) => "resync",
+            LiveEvent::Tenant(_) => "tenant_vm",
         }
     }
 }

@@ -90,4 +90,6 @@ pub struct Vm {
     pub vcpus: u32,
     /// The migration moving it right now, if any.
     pub migration_id: Option<String>,
+    /// The project it belongs to (from the configuration, or Nova's metadata).
+    pub project: Option<String>,
 }

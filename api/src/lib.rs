@@ -41,14 +41,17 @@ mod auth;
 mod events;
 mod fleet;
 mod forecast;
+mod kiosk;
 mod migration;
 mod settings;
+mod tenant;
 
 pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
 pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate};
 pub use fleet::{Host, HostState, Vm, VmState};
 pub use forecast::{Advice, Forecast, LeverKind, LeverMove, Verdict};
+pub use kiosk::{CreatedKioskToken, KioskSignIn, KioskToken, NewKioskToken};
 pub use migration::{
     ActionRecord, FinalStats, IterationMark, LeverChange, LeverResult, Levers, Migration,
     MigrationDetail, MigrationState, PendingDeadline, RawField, Sample, StartMigration,
@@ -59,3 +62,4 @@ pub use settings::{
     MAX_DOWNTIME_MS, MAX_PARALLEL, MIN_XBZRLE_CACHE, MigrationSettings, Preset, Severity,
     TimeoutAction, lint, refusal,
 };
+pub use tenant::{TenantMove, TenantVm, TenantVmDetail};

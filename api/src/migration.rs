@@ -192,6 +192,8 @@ pub struct Migration {
     pub progress_pct: Option<f64>,
     /// The latest sample.
     pub last_sample: Option<Sample>,
+    /// The most auto-converge slowed the guest, percent.
+    pub max_throttle_pct: Option<u32>,
     /// Final statistics once completed.
     pub final_stats: Option<FinalStats>,
     /// Why it failed or was aborted.
@@ -226,6 +228,7 @@ impl Migration {
             forecast: None,
             progress_pct: None,
             last_sample: None,
+            max_throttle_pct: None,
             final_stats: None,
             error: None,
         }

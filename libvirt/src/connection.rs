@@ -45,6 +45,8 @@ pub struct DomainSummary {
     pub memory_bytes: u64,
     /// Virtual CPUs.
     pub vcpus: u32,
+    /// The OpenStack project that owns it, from Nova's metadata in the domain XML.
+    pub nova_project: Option<String>,
 }
 
 type CloseCallback = Arc<dyn Fn(CloseReason) + Send + Sync>;
@@ -103,6 +105,7 @@ impl Connection {
                     state: domain.state()?,
                     memory_bytes,
                     vcpus,
+                    nova_project: nova_project(&domain.xml()?),
                 })
             })();
             match summary {
@@ -189,4 +192,66 @@ unsafe extern "C" fn on_close(_conn: sys::virConnectPtr, reason: c_int, opaque: 
 unsafe extern "C" fn free_close(opaque: *mut c_void) {
     // SAFETY: libvirt calls this once, with the pointer from `Box::into_raw`.
     drop(unsafe { Box::from_raw(opaque.cast::<CloseCallback>()) });
+}
+
+/// Nova's namespace for the `<nova:instance>` element it writes into a domain's metadata.
+const NOVA_NS: &str = "http://openstack.org/xmlns/libvirt/nova/1.1";
+
+/// The project UUID in Nova's metadata: `<nova:instance>` → `<nova:owner>` →
+/// `<nova:project uuid="…">`. `None` without that metadata or with malformed XML.
+pub(crate) fn nova_project(domain_xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(domain_xml).ok()?;
+    let nova = |node: &roxmltree::Node<'_, '_>, name: &str| {
+        node.is_element()
+            && node.tag_name().name() == name
+            && node.tag_name().namespace() == Some(NOVA_NS)
+    };
+    let project = doc.descendants().find(|n| {
+        nova(n, "project")
+            && n.parent().is_some_and(|owner| {
+                nova(&owner, "owner") && owner.parent().is_some_and(|i| nova(&i, "instance"))
+            })
+    })?;
+    project
+        .attribute("uuid")
+        .map(str::trim)
+        .filter(|uuid| !uuid.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nova_project;
+
+    #[test]
+    fn the_project_is_read_from_novas_metadata() {
+        let xml = r#"<domain type="kvm"><name>web-1</name><metadata>
+            <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+              <nova:name>web-1</nova:name>
+              <nova:owner>
+                <nova:user uuid="u-1">alice</nova:user>
+                <nova:project uuid="8b1f3c0e-acme">acme</nova:project>
+              </nova:owner>
+            </nova:instance></metadata></domain>"#;
+        assert_eq!(nova_project(xml).as_deref(), Some("8b1f3c0e-acme"));
+    }
+
+    #[test]
+    fn anything_else_is_no_project() {
+        assert_eq!(nova_project("<domain><name>x</name></domain>"), None);
+        assert_eq!(nova_project("not xml"), None);
+        // A `project` outside Nova's namespace, or not under its owner, is not Nova's.
+        assert_eq!(
+            nova_project(
+                r#"<domain><metadata><instance><owner><project uuid="p"/></owner></instance></metadata></domain>"#
+            ),
+            None
+        );
+        assert_eq!(
+            nova_project(
+                r#"<domain><metadata><n:instance xmlns:n="http://openstack.org/xmlns/libvirt/nova/1.1"><n:project uuid="p"/></n:instance></metadata></domain>"#
+            ),
+            None
+        );
+    }
 }

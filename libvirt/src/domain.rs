@@ -106,6 +106,11 @@ impl Domain {
         Ok((info.memory.saturating_mul(1024), info.nr_virt_cpu))
     }
 
+    /// The domain's XML description (live, without secrets).
+    pub fn xml(&self) -> Result<String, Error> {
+        Ok(self.inner.xml_desc(0)?)
+    }
+
     /// The running job's statistics, or `None` when no job runs. With `completed`, the
     /// statistics of the last finished job instead (`None` if there is none).
     pub fn job_stats(&self, completed: bool) -> Result<Option<JobStats>, Error> {

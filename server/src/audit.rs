@@ -1,8 +1,6 @@
 //! The audit log in the database, and `GET /api/audit` (admins).
 
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use converge_api::AuditEntry;
 use serde::Deserialize;
 use sqlx::SqlitePool;
@@ -112,22 +110,17 @@ pub async fn list(
         .collect())
 }
 
-/// `/audit`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/audit", get(list_entries))
-}
-
 /// Query of `GET /api/audit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Page {
+pub(crate) struct Page {
     /// At most this many (1–500, default 100).
     limit: Option<i64>,
     /// Entries older than this id (for the next page).
     before: Option<i64>,
 }
 
-async fn list_entries(
+pub(crate) async fn list_entries(
     _: Require<ReadAudit>,
     State(state): State<AppState>,
     Query(page): Query<Page>,

@@ -8,16 +8,17 @@ mod users;
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use converge_api::{LoginRequest, Me};
 use tower_sessions::Session;
 
 pub use client_addr::ClientAddr;
-pub use permissions::{Operate, Permission, ReadAudit, Require, ViewFleet, allows};
+pub use permissions::{
+    ManageKiosk, Operate, Permission, ReadAudit, Require, ViewFleet, ViewOwnVms, allows,
+};
 pub use principal::Principal;
+pub(crate) use principal::still_signed_in;
 pub use throttle::LoginThrottle;
 pub use users::{User, UserDirectory, hash_password};
 
@@ -30,15 +31,7 @@ use principal::{AUTH_KEY, SessionAuth};
 /// Longest password accepted; argon2 hashes anything, but a megabyte of it is an attack.
 const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// `/login`, `/logout` and `/me`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/me", get(me))
-}
-
-async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     ClientAddr(client_addr): ClientAddr,
     session: Session,
@@ -110,7 +103,7 @@ async fn login(
     Ok(Json(user.me()))
 }
 
-async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     ClientAddr(client_addr): ClientAddr,
     principal: Principal,
@@ -153,6 +146,19 @@ async fn record_sign_in(
         .map_err(|err| ApiError::internal("recording a sign-in", err))
 }
 
-async fn me(principal: Principal) -> Json<Me> {
+/// Starts a kiosk session for `token` in `session` (a new session id, as at sign-in).
+pub(crate) async fn sign_in_kiosk(
+    state: &AppState,
+    session: &Session,
+    token: &converge_api::KioskToken,
+) -> Result<(), ApiError> {
+    session.cycle_id().await?;
+    session
+        .insert(AUTH_KEY, SessionAuth::kiosk(token, state.clock.now()))
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn me(principal: Principal) -> Json<Me> {
     Json(principal.user.me())
 }

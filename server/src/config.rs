@@ -49,6 +49,20 @@ pub struct Config {
     /// Presets added to (or replacing) the built-in ones, by name.
     #[serde(default)]
     pub presets: Vec<converge_api::Preset>,
+    /// Which VMs belong to which project (VMs with Nova metadata need no entry).
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+}
+
+/// `[[projects]]`: a project and the VMs it owns. A VM's project comes from here first,
+/// else from OpenStack Nova's metadata in its domain XML (`<nova:project uuid="…">`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The project's name, as listed in tenants' `projects`.
+    pub name: String,
+    /// Its VMs, each by UUID or by domain name.
+    pub vms: Vec<String>,
 }
 
 /// `[migrations]`: defaults for starting migrations.
@@ -140,6 +154,10 @@ pub struct ServerConfig {
     /// behind a reverse proxy that sets it; otherwise clients could pick their own address
     /// and dodge the per-address sign-in throttle.
     pub trust_forwarded_for: bool,
+    /// Origins (`https://converge.example.org`) that may send state-changing requests
+    /// besides the one the browser asked for (its `Host`). Needed only behind a reverse
+    /// proxy that rewrites `Host`; everything else from another site is refused (CSRF).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +166,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dist_dir: PathBuf::from("dist"),
             trust_forwarded_for: false,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -23,6 +23,12 @@ pub enum ApiError {
     /// Unknown user or wrong password: deliberately the same answer for both.
     #[error("wrong username or password")]
     BadCredentials,
+    /// A kiosk link whose token is unknown or revoked.
+    #[error("this kiosk link is not valid (revoked, or mistyped); ask an admin for a new one")]
+    KioskTokenInvalid,
+    /// A state-changing request from another site.
+    #[error("{0}")]
+    CrossSite(String),
     /// Too many failed sign-ins.
     #[error("too many failed sign-in attempts; try again in {retry_after_secs} s")]
     Throttled {
@@ -76,9 +82,11 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::Unauthenticated | Self::SessionEnded | Self::BadCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::Unauthenticated
+            | Self::SessionEnded
+            | Self::BadCredentials
+            | Self::KioskTokenInvalid => StatusCode::UNAUTHORIZED,
+            Self::CrossSite(_) => StatusCode::FORBIDDEN,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,

@@ -4,26 +4,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
 use converge_api::{LiveEvent, Resync, Role};
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, still_signed_in};
 use crate::hub::{Hub, Published};
 use crate::state::AppState;
 
-/// `/events`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/events", get(events))
-}
+/// How often an open stream checks that its session still stands (not signed out,
+/// account unchanged, kiosk token not revoked, lifetime not over).
+const SESSION_RECHECK: Duration = Duration::from_secs(2);
 
-async fn events(
+pub(crate) async fn events(
     principal: Principal,
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -32,12 +29,45 @@ async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    let role = principal.user.role;
-    let stream = viewer_stream(&state.hub, role, last_seen)
-        // Streams end when shutdown starts, or graceful shutdown would wait forever.
-        .take_until(state.shutdown.clone().cancelled_owned());
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(state.config.events.keepalive_s)))
+    let viewer = Viewer {
+        role: principal.user.role,
+        projects: principal.user.projects.clone().into(),
+    };
+    let hub = state.hub.clone();
+    let shutdown = state.shutdown.clone();
+    let keepalive = Duration::from_secs(state.config.events.keepalive_s);
+    let ended = async move {
+        tokio::select! {
+            // Or graceful shutdown would wait on the stream forever.
+            () = shutdown.cancelled_owned() => {}
+            () = session_ends(&state, &principal) => {
+                tracing::info!(username = %principal.user.username, "live stream ended: the session is over");
+            }
+        }
+    };
+    let stream = viewer_stream(&hub, viewer, last_seen);
+    Sse::new(stream.take_until(ended)).keep_alive(KeepAlive::new().interval(keepalive))
+}
+
+/// Resolves when the principal's session no longer stands.
+async fn session_ends(state: &AppState, principal: &Principal) {
+    let mut every = tokio::time::interval(SESSION_RECHECK);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if !still_signed_in(state, &principal.session).await {
+            return;
+        }
+    }
+}
+
+/// Who is watching, as far as filtering events goes.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer {
+    /// The viewer's role.
+    pub(crate) role: Role,
+    /// A tenant's projects.
+    pub(crate) projects: Arc<[String]>,
 }
 
 /// One viewer's events: a resync notice if it resumed from too far back, the buffered
@@ -45,7 +75,7 @@ async fn events(
 /// behind the live stream is told to resync, never silently cut off.
 pub(crate) fn viewer_stream(
     hub: &Hub,
-    role: Role,
+    viewer: Viewer,
     last_seen: Option<u64>,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static + use<> {
     let subscription = hub.subscribe(last_seen);
@@ -53,29 +83,38 @@ pub(crate) fn viewer_stream(
         .missed
         .then(|| resync_event("the stream resumed from further back than the server keeps"));
     let backlog = subscription.backlog;
-    let live = BroadcastStream::new(subscription.live).filter_map(move |item| async move {
-        match item {
-            Ok(published) => to_event(&published, role),
-            Err(BroadcastStreamRecvError::Lagged(missed)) => Some(resync_event(&format!(
-                "this viewer fell {missed} events behind"
-            ))),
+    let for_live = viewer.clone();
+    let live = BroadcastStream::new(subscription.live).filter_map(move |item| {
+        let viewer = for_live.clone();
+        async move {
+            match item {
+                Ok(published) => to_event(&published, &viewer),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => Some(resync_event(&format!(
+                    "this viewer fell {missed} events behind"
+                ))),
+            }
         }
     });
     stream::iter(resync)
         .chain(stream::iter(
-            backlog.into_iter().filter_map(move |p| to_event(&p, role)),
+            backlog
+                .into_iter()
+                .filter_map(move |p| to_event(&p, &viewer)),
         ))
         .chain(live)
         .map(Ok)
 }
 
-fn to_event(published: &Arc<Published>, role: Role) -> Option<Event> {
-    published.audience.admits(role).then(|| {
-        Event::default()
-            .id(published.seq.to_string())
-            .event(published.name)
-            .data(&published.json)
-    })
+fn to_event(published: &Arc<Published>, viewer: &Viewer) -> Option<Event> {
+    published
+        .audience
+        .admits(viewer.role, &viewer.projects)
+        .then(|| {
+            Event::default()
+                .id(published.seq.to_string())
+                .event(published.name)
+                .data(&published.json)
+        })
 }
 
 /// A resync carries no id: the viewer's `Last-Event-ID` stays at the last real event.

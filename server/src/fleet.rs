@@ -92,6 +92,9 @@ impl Fleet {
             let job = match change {
                 Change::Publish(event) => {
                     self.hub.publish(Audience::Fleet, event);
+                    for (project, tenant_event) in crate::tenant::events_for(&state, event) {
+                        self.hub.publish(Audience::Project(project), &tenant_event);
+                    }
                     continue;
                 }
                 Change::Act(act) => {

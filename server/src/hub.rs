@@ -13,14 +13,16 @@ pub enum Audience {
     /// Anyone who sees the whole fleet (admins, operators, the kiosk): hosts, every VM,
     /// every migration.
     Fleet,
+    /// The tenants of one project.
+    Project(String),
 }
 
 impl Audience {
-    /// Whether a viewer with `role` may see it. Tenants see nothing yet: their view needs
-    /// the VM-to-project mapping, and showing them fleet events would leak host names.
-    pub fn admits(&self, role: Role) -> bool {
+    /// Whether a viewer with `role` and (for a tenant) `projects` may see it.
+    pub fn admits(&self, role: Role, projects: &[String]) -> bool {
         match self {
             Audience::Fleet => role.sees_whole_fleet(),
+            Audience::Project(p) => role == Role::Tenant && projects.contains(p),
         }
     }
 }
@@ -209,9 +211,15 @@ mod tests {
     }
 
     #[test]
-    fn tenants_do_not_see_fleet_events() {
-        assert!(Audience::Fleet.admits(Role::Kiosk));
-        assert!(Audience::Fleet.admits(Role::Operator));
-        assert!(!Audience::Fleet.admits(Role::Tenant));
+    fn tenants_see_their_projects_and_nothing_else() {
+        let acme = ["acme".to_owned()];
+        assert!(Audience::Fleet.admits(Role::Kiosk, &[]));
+        assert!(Audience::Fleet.admits(Role::Operator, &[]));
+        assert!(!Audience::Fleet.admits(Role::Tenant, &acme));
+        let to_acme = Audience::Project("acme".into());
+        assert!(to_acme.admits(Role::Tenant, &acme));
+        assert!(!to_acme.admits(Role::Tenant, &["globex".to_owned()]));
+        // Project events are in tenant words; the fleet has its own.
+        assert!(!to_acme.admits(Role::Admin, &[]));
     }
 }

@@ -12,15 +12,19 @@ mod error;
 mod events;
 pub mod fleet;
 pub mod forecast;
+mod hardening;
 mod health;
 mod hosts;
 pub mod hub;
 pub mod hypervisor;
+pub mod kiosk;
 mod migrations;
 pub mod policy;
 pub mod presets;
+pub mod routes;
 pub mod state;
 pub mod store;
+mod tenant;
 mod web;
 
 use std::future::Future;
@@ -29,10 +33,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Request, header};
+use axum::http::Request;
+use axum::middleware;
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -60,31 +65,28 @@ pub fn router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(
             session.idle_timeout_minutes.into(),
         )));
-    let api = Router::new()
-        .merge(health::router())
-        .merge(auth::router())
-        .merge(hosts::router())
-        .merge(migrations::router())
-        .merge(events::router())
-        .merge(audit::router())
+    let api = routes::api()
         .fallback(error::api_route_not_found)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
         .layer(sessions)
+        // Before the session is even loaded: a cross-site request changes nothing.
+        .layer(middleware::from_fn_with_state(
+            hardening::AllowedOrigins(state.config.server.allowed_origins.clone().into()),
+            hardening::refuse_cross_site,
+        ))
         // The default predicate already skips `text/event-stream`, so live streams are
         // never held back in a compressor's buffer.
         .layer(CompressionLayer::new());
     let dist = state.config.server.dist_dir.clone();
+    let index = std::fs::read_to_string(dist.join("index.html")).ok();
+    let csp = hardening::content_security_policy(index.as_deref());
     Router::new()
         .nest("/api", api)
         .fallback_service(web::service(&dist))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
+        .layer(middleware::map_response(move |response: Response| {
+            let csp = csp.clone();
+            async move { hardening::with_security_headers(response, csp) }
+        }))
         .layer(
             // Method and path only: a query string or header may carry a credential.
             TraceLayer::new_for_http()

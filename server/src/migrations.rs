@@ -1,9 +1,8 @@
 //! `/api/migrations`: list, history, detail, start, levers, abort; `/api/presets`.
+//! Routed in [`crate::routes`].
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use converge_api::{
     ActionRecord, LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings,
     MigrationState, Preset, StartMigration, lint, refusal,
@@ -12,7 +11,7 @@ use converge_libvirt::{MigrationFlags, MigrationRequest};
 use serde::Deserialize;
 
 use crate::audit::{self, NewEntry};
-use crate::auth::{ClientAddr, Operate, Principal, Require, ViewFleet};
+use crate::auth::{ClientAddr, Operate, Require, ViewFleet};
 use crate::error::{ApiError, Json};
 use crate::fleet::{Act, ActKind, Executor, new_id};
 use crate::hypervisor::unix_ms_now;
@@ -22,35 +21,24 @@ use crate::{policy, presets};
 const DIRTY_RATE_PERIOD_S: u32 = 1;
 use crate::state::AppState;
 
-/// `/migrations`, `/migrations/{id}`, `/migrations/{id}/abort`, `/history`, `/presets`.
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/migrations", get(list).post(start))
-        .route("/migrations/{id}", get(detail).patch(lever))
-        .route("/migrations/{id}/abort", post(abort))
-        .route("/history", get(history))
-        .route("/presets", get(list_presets))
-}
-
-async fn list(principal: Principal, State(state): State<AppState>) -> Json<Vec<Migration>> {
-    if principal.user.role.sees_whole_fleet() {
-        Json(state.fleet.read().migrations())
-    } else {
-        Json(Vec::new())
-    }
+pub(crate) async fn list(
+    _: Require<ViewFleet>,
+    State(state): State<AppState>,
+) -> Json<Vec<Migration>> {
+    Json(state.fleet.read().migrations())
 }
 
 /// Query of `GET /api/history`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HistoryPage {
+pub(crate) struct HistoryPage {
     /// At most this many (1–500, default 50).
     limit: Option<i64>,
     /// Migrations started before this time (unix ms), for the next page.
     before_ms: Option<i64>,
 }
 
-async fn history(
+pub(crate) async fn history(
     _: Require<ViewFleet>,
     State(state): State<AppState>,
     Query(page): Query<HistoryPage>,
@@ -67,16 +55,12 @@ async fn history(
         .map_err(|err| ApiError::internal("reading history", err))
 }
 
-async fn detail(
-    principal: Principal,
+pub(crate) async fn detail(
+    _: Require<ViewFleet>,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<MigrationDetail>, ApiError> {
     let not_found = || ApiError::NotFound(format!("no migration {id}"));
-    // Not 403 for tenants: whether a migration id exists is itself not theirs to know.
-    if !principal.user.role.sees_whole_fleet() {
-        return Err(not_found());
-    }
     if let Some(live) = state.fleet.read().detail(&id) {
         return Ok(Json(live));
     }
@@ -87,11 +71,14 @@ async fn detail(
         .ok_or_else(not_found)
 }
 
-async fn list_presets(_: Require<Operate>, State(state): State<AppState>) -> Json<Vec<Preset>> {
+pub(crate) async fn list_presets(
+    _: Require<Operate>,
+    State(state): State<AppState>,
+) -> Json<Vec<Preset>> {
     Json(presets::all(&state.config.presets))
 }
 
-async fn start(
+pub(crate) async fn start(
     Require(principal, ..): Require<Operate>,
     ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,
@@ -269,7 +256,7 @@ fn libvirt_request(
     }
 }
 
-async fn lever(
+pub(crate) async fn lever(
     Require(principal, ..): Require<Operate>,
     ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,
@@ -315,7 +302,7 @@ async fn lever(
     }))
 }
 
-async fn abort(
+pub(crate) async fn abort(
     Require(principal, ..): Require<Operate>,
     ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,

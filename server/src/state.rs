@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::fleet::{Executor, Fleet, FleetState};
 use crate::hub::Hub;
 use crate::hypervisor::{Hypervisors, unix_ms_now};
+use crate::kiosk::KioskTokens;
 use crate::store;
 
 /// Password checks allowed at once. Each argon2 check holds ~19 MiB and a core for tens of
@@ -61,6 +62,8 @@ pub struct AppState {
     /// Where host workers send their reports; a simulated source (benchmarks) may too.
     pub reports: tokio::sync::mpsc::UnboundedSender<crate::hypervisor::Report>,
     pub(crate) password_checks: Arc<Semaphore>,
+    /// Kiosk tokens, checked on every kiosk request and stream.
+    pub kiosk: Arc<KioskTokens>,
 }
 
 /// Why the server could not start.
@@ -104,10 +107,12 @@ impl AppState {
 
         let shutdown = CancellationToken::new();
         let hub = Arc::new(Hub::new(config.events.replay_buffer));
+        let kiosk = KioskTokens::load(&db).await.map_err(db_error)?;
         let mut fleet_state = FleetState::new(
             config.hosts.iter().map(|h| h.name.as_str()),
             unix_ms_now(&*clock),
-        );
+        )
+        .with_projects(&config.projects);
         let to_track = fleet_state.restore(unfinished);
         let (fleet, acts) = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
@@ -141,6 +146,7 @@ impl AppState {
             shutdown,
             reports,
             password_checks: Arc::new(Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
+            kiosk: Arc::new(kiosk),
         })
     }
 }

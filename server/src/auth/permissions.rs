@@ -20,18 +20,24 @@ pub enum Permission {
     Operate,
     /// Read the audit log.
     ReadAudit,
+    /// Create, list and revoke kiosk tokens.
+    ManageKiosk,
+    /// See the user's own projects' VMs, in plain language, without hosts.
+    ViewOwnVms,
 }
 
 /// The table: whether `role` has `permission`.
 pub fn allows(role: Role, permission: Permission) -> bool {
     use Permission::*;
     match (role, permission) {
-        (Role::Admin, _) => true,
+        (Role::Admin, ViewOwnVms) => false,
+        (Role::Admin, ViewFleet | Operate | ReadAudit | ManageKiosk) => true,
         (Role::Operator, ViewFleet | Operate) => true,
-        (Role::Operator, ReadAudit) => false,
+        (Role::Operator, ReadAudit | ManageKiosk | ViewOwnVms) => false,
         (Role::Kiosk, ViewFleet) => true,
-        (Role::Kiosk, Operate | ReadAudit) => false,
-        (Role::Tenant, _) => false,
+        (Role::Kiosk, Operate | ReadAudit | ManageKiosk | ViewOwnVms) => false,
+        (Role::Tenant, ViewOwnVms) => true,
+        (Role::Tenant, ViewFleet | Operate | ReadAudit | ManageKiosk) => false,
     }
 }
 
@@ -60,6 +66,20 @@ impl Needed for Operate {
 pub struct ReadAudit;
 impl Needed for ReadAudit {
     const PERMISSION: Permission = Permission::ReadAudit;
+}
+
+/// Marker: [`Permission::ManageKiosk`].
+#[derive(Debug)]
+pub struct ManageKiosk;
+impl Needed for ManageKiosk {
+    const PERMISSION: Permission = Permission::ManageKiosk;
+}
+
+/// Marker: [`Permission::ViewOwnVms`].
+#[derive(Debug)]
+pub struct ViewOwnVms;
+impl Needed for ViewOwnVms {
+    const PERMISSION: Permission = Permission::ViewOwnVms;
 }
 
 /// A signed-in user whose role has permission `P`: 401 without a session, 403 without
@@ -108,6 +128,14 @@ mod tests {
                 role == Role::Admin,
                 "{role}"
             );
+        }
+    }
+
+    #[test]
+    fn only_admins_manage_kiosk_tokens_and_only_tenants_see_their_own_vms() {
+        for role in Role::ALL {
+            assert_eq!(allows(role, Permission::ManageKiosk), role == Role::Admin);
+            assert_eq!(allows(role, Permission::ViewOwnVms), role == Role::Tenant);
         }
     }
 

@@ -11,6 +11,7 @@ use tower_sessions::Session;
 use super::users::User;
 use crate::error::ApiError;
 use crate::state::AppState;
+use converge_api::KioskToken;
 
 /// Key of the sign-in record inside the session.
 pub(super) const AUTH_KEY: &str = "auth";
@@ -30,6 +31,10 @@ pub(super) struct SessionAuth {
     pub(super) signed_in_at: i64,
     /// Unix seconds of the last refresh of the idle expiry.
     pub(super) last_seen: i64,
+    /// Set when a wall screen signed in with a kiosk token instead of a password: the
+    /// token's id, checked on every request so that revoking it ends the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) kiosk_token: Option<i64>,
 }
 
 /// A signed-in user. Taking it as a handler argument makes the handler refuse anonymous
@@ -59,12 +64,9 @@ where
         };
         let now = state.clock.now().unix_timestamp();
         let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
-        let user = state
-            .users
-            .get(&auth.username)
-            .filter(|user| user.credential_tag == auth.credential_tag)
-            .filter(|_| now - auth.signed_in_at < max_age_secs)
-            .cloned();
+        let user = auth
+            .current_user(&state)
+            .filter(|_| now - auth.signed_in_at < max_age_secs);
         let Some(user) = user else {
             tracing::info!(username = %auth.username, "session ended: account changed or lifetime over");
             session.flush().await?;
@@ -86,6 +88,76 @@ impl SessionAuth {
             credential_tag: user.credential_tag.clone(),
             signed_in_at: now,
             last_seen: now,
+            kiosk_token: None,
         }
     }
+
+    pub(super) fn kiosk(token: &KioskToken, now: OffsetDateTime) -> Self {
+        let now = now.unix_timestamp();
+        Self {
+            username: token.label.clone(),
+            credential_tag: String::new(),
+            signed_in_at: now,
+            last_seen: now,
+            kiosk_token: Some(token.id),
+        }
+    }
+
+    /// The account this sign-in still stands for: `None` once the user was removed, their
+    /// password changed, or the kiosk token was revoked.
+    fn current_user(&self, state: &AppState) -> Option<Arc<User>> {
+        match self.kiosk_token {
+            Some(id) => state.kiosk.live(id).map(|t| Arc::new(User::kiosk(&t))),
+            None => state
+                .users
+                .get(&self.username)
+                .filter(|user| user.credential_tag == self.credential_tag)
+                .cloned(),
+        }
+    }
+}
+
+/// Whether the session behind a live stream still stands: the same checks as
+/// [`Principal`]'s, run again every few seconds by the event stream. The row is read
+/// from the store, not from the stream's copy of the session, so a sign-out elsewhere
+/// counts. Also refreshes the idle expiry like a request would: a wall screen makes no
+/// other requests.
+pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool {
+    use tower_sessions::SessionStore;
+    let Some(id) = session.id() else {
+        return false;
+    };
+    let record = match crate::store::session_store(&state.db).load(&id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return false,
+        Err(err) => {
+            // A database hiccup is not a reason to drop a screen; the next check decides.
+            tracing::warn!(error = %err, "cannot re-check a streaming session");
+            return true;
+        }
+    };
+    let Some(auth) = record
+        .data
+        .get(AUTH_KEY)
+        .and_then(|v| serde_json::from_value::<SessionAuth>(v.clone()).ok())
+    else {
+        return false;
+    };
+    let now = state.clock.now().unix_timestamp();
+    let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
+    if auth.current_user(state).is_none() || now - auth.signed_in_at >= max_age_secs {
+        return false;
+    }
+    if now - auth.last_seen >= TOUCH_AFTER_SECS {
+        let mut touched = auth;
+        touched.last_seen = now;
+        let saved = async {
+            session.insert(AUTH_KEY, &touched).await?;
+            session.save().await
+        };
+        if let Err(err) = saved.await {
+            tracing::warn!(error = %err, "cannot refresh a streaming session");
+        }
+    }
+    true
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use converge_api::{Me, Role};
+use converge_api::{KioskToken, Me, Role};
 use password_hash::{PasswordHash, SaltString, rand_core::OsRng};
 
 use crate::config::UserConfig;
@@ -25,6 +25,17 @@ pub struct User {
 }
 
 impl User {
+    /// The stand-in account of a wall screen signed in with kiosk token `token`.
+    pub fn kiosk(token: &KioskToken) -> Self {
+        Self {
+            username: format!("kiosk:{}", token.label),
+            role: Role::Kiosk,
+            projects: Vec::new(),
+            credential_tag: String::new(),
+            password_hash: String::new(),
+        }
+    }
+
     /// The account as the API describes it.
     pub fn me(&self) -> Me {
         Me {

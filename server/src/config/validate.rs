@@ -114,9 +114,59 @@ impl Config {
             1_000_000,
         )?;
         in_range("events.keepalive_s", self.events.keepalive_s, 1, 300)?;
+        for (i, origin) in self.server.allowed_origins.iter().enumerate() {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            if rest.is_none_or(|host| host.is_empty() || host.contains(['/', '?', '#', ' '])) {
+                return Err(ConfigError::invalid(
+                    format!("server.allowed_origins[{i}]"),
+                    "give an origin as scheme://host[:port], e.g. \"https://converge.example.org\", without a path",
+                ));
+            }
+        }
         self.validate_users()?;
         self.validate_hosts()?;
+        self.validate_projects()?;
         self.validate_presets()
+    }
+
+    fn validate_projects(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        let mut owner = std::collections::HashMap::new();
+        for (i, project) in self.projects.iter().enumerate() {
+            let name = project.name.trim();
+            if name.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("projects[{i}].name"),
+                    "a project needs a name",
+                ));
+            }
+            if !names.insert(name) {
+                return Err(ConfigError::invalid(
+                    format!("projects[{i}].name"),
+                    format!("\"{name}\" is already an earlier project; list all its VMs there"),
+                ));
+            }
+            for (j, vm) in project.vms.iter().enumerate() {
+                let vm = vm.trim();
+                if vm.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("projects[{i}].vms[{j}]"),
+                        "give a VM's UUID or domain name",
+                    ));
+                }
+                if let Some(first) = owner.insert(vm, name) {
+                    return Err(ConfigError::invalid(
+                        format!("projects[{i}].vms[{j}]"),
+                        format!(
+                            "\"{vm}\" already belongs to project \"{first}\"; a VM has one project"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_presets(&self) -> Result<(), ConfigError> {

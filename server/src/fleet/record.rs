@@ -154,6 +154,10 @@ impl MigrationRecord {
             thin_older_half(&mut self.samples);
         }
         self.samples.push_back(sample.clone());
+        if let Some(t) = sample.throttle_pct {
+            let max = self.migration.max_throttle_pct.get_or_insert(t);
+            *max = (*max).max(t);
+        }
         self.migration.last_sample = Some(sample);
         self.raw_job_stats = raw;
         if self.migration.state == MigrationState::Starting {

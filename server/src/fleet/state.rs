@@ -18,6 +18,7 @@ pub use actions::LeverTarget;
 
 use super::record::MigrationRecord;
 use super::{Act, ActKind};
+use crate::config::ProjectConfig;
 
 /// Finished migrations kept in memory for the fleet page.
 const KEEP_FINISHED: usize = 100;
@@ -85,6 +86,11 @@ pub struct FleetState {
     /// Migrations the database says were running when the server last stopped, by VM,
     /// waiting for a host to report them (or their end).
     orphans: HashMap<String, Migration>,
+    /// Projects from the configuration, by VM UUID or domain name.
+    owners: HashMap<String, String>,
+    /// The project of every VM seen, by UUID (kept after a VM leaves a host, so a move's
+    /// last events still reach its tenant).
+    projects: HashMap<String, String>,
 }
 
 impl FleetState {
@@ -117,7 +123,22 @@ impl FleetState {
             active_by_vm: HashMap::new(),
             finished: VecDeque::new(),
             orphans: HashMap::new(),
+            owners: HashMap::new(),
+            projects: HashMap::new(),
         }
+    }
+
+    /// Assigns VMs to projects as the configuration lists them (by UUID or name).
+    pub fn with_projects(mut self, projects: &[ProjectConfig]) -> Self {
+        self.owners = projects
+            .iter()
+            .flat_map(|p| {
+                p.vms
+                    .iter()
+                    .map(|vm| (vm.trim().to_owned(), p.name.trim().to_owned()))
+            })
+            .collect();
+        self
     }
 
     /// Takes back migrations still marked active in the database; returns `(source host,
@@ -167,6 +188,44 @@ impl FleetState {
     /// One migration's summary.
     pub fn migration(&self, id: &str) -> Option<&Migration> {
         self.migrations.get(id).map(|r| &r.migration)
+    }
+
+    /// The project a VM belongs to, if any (also for a VM no host lists right now).
+    pub fn project_of(&self, vm_uuid: &str) -> Option<&str> {
+        self.projects.get(vm_uuid).map(String::as_str)
+    }
+
+    /// The VM with this UUID as a host lists it now.
+    pub fn vm(&self, vm_uuid: &str) -> Option<Vm> {
+        self.hosts.values().find_map(|e| {
+            e.domains
+                .iter()
+                .find(|d| d.uuid == vm_uuid)
+                .and_then(|d| self.vms_of(&e.host.name, std::slice::from_ref(d)).pop())
+        })
+    }
+
+    /// The VMs of these projects, by name.
+    pub fn vms_in(&self, projects: &[String]) -> Vec<Vm> {
+        let mut vms: Vec<Vm> = self
+            .vms()
+            .into_iter()
+            .filter(|vm| vm.project.as_ref().is_some_and(|p| projects.contains(p)))
+            .collect();
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        vms
+    }
+
+    /// The VM's migration under way, else its latest one still in memory.
+    pub fn latest_migration_of(&self, vm_uuid: &str) -> Option<&Migration> {
+        if let Some(id) = self.active_by_vm.get(vm_uuid) {
+            return self.migration(id);
+        }
+        self.migrations
+            .values()
+            .map(|r| &r.migration)
+            .filter(|m| m.vm_uuid == vm_uuid)
+            .max_by_key(|m| m.started_at_ms)
     }
 
     // ---- requests ----
@@ -268,7 +327,14 @@ impl FleetState {
                     DomainState::Shutoff => VmState::Shutoff,
                     DomainState::Other => VmState::Other,
                 };
+                let project = self
+                    .owners
+                    .get(&d.uuid)
+                    .or_else(|| self.owners.get(&d.name))
+                    .cloned()
+                    .or_else(|| d.nova_project.clone());
                 Vm {
+                    project,
                     uuid: d.uuid.clone(),
                     name: d.name.clone(),
                     host: host.to_owned(),

@@ -129,11 +129,17 @@ impl FleetState {
         entry.domains = domains;
         entry.host.vm_count = entry.domains.len();
         let (host_view, domains) = (entry.host.clone(), entry.domains.clone());
+        let vms = self.vms_of(host, &domains);
+        for vm in &vms {
+            if let Some(project) = &vm.project {
+                self.projects.insert(vm.uuid.clone(), project.clone());
+            }
+        }
         vec![
             Change::Publish(LiveEvent::Host(HostUpdate { host: host_view })),
             Change::Publish(LiveEvent::Vms(VmsUpdate {
                 host: host.to_owned(),
-                vms: self.vms_of(host, &domains),
+                vms,
             })),
         ]
     }

@@ -16,6 +16,7 @@ fn domain(state: DomainState) -> DomainSummary {
         state,
         memory_bytes: 512 << 20,
         vcpus: 1,
+        nova_project: None,
     }
 }
 
@@ -401,4 +402,44 @@ fn unchanged_domain_lists_publish_nothing() {
         0,
     );
     assert!(again.is_empty());
+}
+
+#[test]
+fn a_vm_belongs_to_the_configured_project_else_to_novas() {
+    use crate::config::ProjectConfig;
+    let report = |domains: Vec<DomainSummary>| Report::Domains {
+        host: "a".into(),
+        domains,
+    };
+    let mut other = domain(DomainState::Running);
+    other.uuid = "99999999-2222-3333-4444-555555555555".into();
+    other.name = "db1".into();
+    other.nova_project = Some("nova-project-uuid".into());
+    let mut mapped = domain(DomainState::Running);
+    mapped.nova_project = Some("ignored-when-configured".into());
+    let mut unowned = domain(DomainState::Running);
+    unowned.uuid = "00000000-2222-3333-4444-555555555555".into();
+    unowned.name = "batch1".into();
+
+    let mut fleet = FleetState::new(["a"], 0).with_projects(&[ProjectConfig {
+        name: "acme".into(),
+        vms: vec!["web1".into()],
+    }]);
+    connected(&mut fleet, "a");
+    fleet.apply(report(vec![mapped, other, unowned]), 0);
+
+    let project = |uuid: &str| fleet.vm(uuid).and_then(|vm| vm.project);
+    assert_eq!(project(VM).as_deref(), Some("acme"), "mapped by name");
+    assert_eq!(
+        project("99999999-2222-3333-4444-555555555555").as_deref(),
+        Some("nova-project-uuid")
+    );
+    assert_eq!(project("00000000-2222-3333-4444-555555555555"), None);
+    let acme: Vec<String> = fleet
+        .vms_in(&["acme".to_owned()])
+        .into_iter()
+        .map(|vm| vm.name)
+        .collect();
+    assert_eq!(acme, ["web1"]);
+    assert_eq!(fleet.project_of(VM), Some("acme"));
 }

@@ -1,0 +1,85 @@
+//! Every `/api` route, in one table.
+//!
+//! Who may call a route is decided by its handler's extractors (`Require<P>` for a
+//! permission from [`crate::auth::allows`], `Principal` for anyone signed in, nothing
+//! for the few public routes); this table is where routes are added, and [`ROUTES`]
+//! lets the authorization matrix test walk all of them: a route added here without a
+//! row in that test fails it.
+
+use axum::Router;
+use axum::routing::{delete, get, patch, post};
+
+use crate::state::AppState;
+use crate::{audit, auth, events, health, hosts, kiosk, migrations, tenant};
+
+/// One route: its method and its path under `/api`, as axum spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `POST`, `PATCH` or `DELETE`.
+    pub method: &'static str,
+    /// The path under `/api`, with `{name}` for a path parameter.
+    pub path: &'static str,
+}
+
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path;)*) => {
+        /// Every `/api` route the server answers.
+        pub const ROUTES: &[Route] = &[
+            $(Route { method: method_name(stringify!($method)), path: $path },)*
+        ];
+
+        /// The `/api` router, built from the same table.
+        pub(crate) fn api() -> Router<AppState> {
+            Router::new()
+                $(.route($path, $method($handler)))*
+        }
+    };
+}
+
+// Only ever evaluated in `ROUTES`'s constant: a method missing here fails the build.
+#[expect(clippy::panic, reason = "const evaluation: a compile error, never a runtime panic")]
+const fn method_name(routing_fn: &'static str) -> &'static str {
+    match routing_fn.as_bytes() {
+        b"get" => "GET",
+        b"post" => "POST",
+        b"patch" => "PATCH",
+        b"delete" => "DELETE",
+        _ => panic!("add the method to method_name"),
+    }
+}
+
+routes! {
+    get "/health" => health::health;
+    post "/login" => auth::login;
+    post "/logout" => auth::logout;
+    get "/me" => auth::me;
+    get "/events" => events::events;
+    get "/hosts" => hosts::hosts;
+    get "/vms" => hosts::vms;
+    get "/migrations" => migrations::list;
+    post "/migrations" => migrations::start;
+    get "/migrations/{id}" => migrations::detail;
+    patch "/migrations/{id}" => migrations::lever;
+    post "/migrations/{id}/abort" => migrations::abort;
+    get "/history" => migrations::history;
+    get "/presets" => migrations::list_presets;
+    get "/audit" => audit::list_entries;
+    get "/kiosk-tokens" => kiosk::list;
+    post "/kiosk-tokens" => kiosk::create;
+    delete "/kiosk-tokens/{id}" => kiosk::revoke;
+    post "/kiosk/session" => kiosk::sign_in;
+    get "/tenant/vms" => tenant::list;
+    get "/tenant/vms/{uuid}" => tenant::detail;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_route_is_listed_twice() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            assert!(!ROUTES[i + 1..].contains(a), "{a:?} is listed twice");
+        }
+    }
+}

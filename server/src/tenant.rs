@@ -1,0 +1,274 @@
+//! What tenants see: their projects' VMs and the moves of those VMs, in plain language.
+//!
+//! Everything here is built from scratch for tenants rather than filtered from the fleet's
+//! types, so nothing an operator sees (hosts, who started a move, the forecast's numbers,
+//! other projects) can reach a tenant by a field someone adds later.
+
+use axum::extract::{Path, State};
+use converge_api::{
+    LiveEvent, Migration, MigrationState, TenantMove, TenantVm, TenantVmDetail, Verdict, Vm,
+    VmState,
+};
+
+use crate::auth::{Require, ViewOwnVms};
+use crate::error::{ApiError, Json};
+use crate::fleet::FleetState;
+use crate::state::AppState;
+use crate::store;
+
+/// Moves of one VM a tenant's detail page lists at most.
+const MAX_MOVES: i64 = 50;
+
+/// `GET /api/tenant/vms`: the caller's projects' VMs, each with its latest move.
+pub(crate) async fn list(
+    Require(principal, _): Require<ViewOwnVms>,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TenantVm>>, ApiError> {
+    let projects = &principal.user.projects;
+    let in_memory: Vec<(Vm, Option<Migration>)> = {
+        let fleet = state.fleet.read();
+        fleet
+            .vms_in(projects)
+            .into_iter()
+            .map(|vm| {
+                let latest = fleet.latest_migration_of(&vm.uuid).cloned();
+                (vm, latest)
+            })
+            .collect()
+    };
+    let mut out = Vec::with_capacity(in_memory.len());
+    for (vm, latest) in in_memory {
+        // After a restart the latest move is only in the history.
+        let latest = match latest {
+            Some(m) => Some(m),
+            None => store::migrations_of_vm(&state.db, &vm.uuid, 1)
+                .await
+                .map_err(|err| ApiError::internal("reading a VM's moves", err))?
+                .pop(),
+        };
+        out.extend(tenant_vm(&vm, latest.as_ref()));
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/tenant/vms/{uuid}`: one of the caller's VMs and its moves. A VM outside the
+/// caller's projects is "not found", exactly like one that does not exist.
+pub(crate) async fn detail(
+    Require(principal, _): Require<ViewOwnVms>,
+    State(state): State<AppState>,
+    Path(uuid): Path<String>,
+) -> Result<Json<TenantVmDetail>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("you have no VM {uuid}"));
+    let (vm, current) = {
+        let fleet = state.fleet.read();
+        let vm = fleet
+            .vm(&uuid)
+            .filter(|vm| in_scope(vm.project.as_deref(), &principal.user.projects))
+            .ok_or_else(not_found)?;
+        let current = fleet.latest_migration_of(&uuid).cloned();
+        (vm, current)
+    };
+    let mut moves = store::migrations_of_vm(&state.db, &uuid, MAX_MOVES)
+        .await
+        .map_err(|err| ApiError::internal("reading a VM's moves", err))?;
+    // The one under way is newer in memory than on disk.
+    if let Some(current) = &current {
+        match moves.iter_mut().find(|m| m.id == current.id) {
+            Some(stored) => *stored = current.clone(),
+            None => moves.insert(0, current.clone()),
+        }
+    }
+    let vm = tenant_vm(&vm, moves.first()).ok_or_else(not_found)?;
+    Ok(Json(TenantVmDetail {
+        vm,
+        moves: moves.iter().map(tenant_move).collect(),
+    }))
+}
+
+fn in_scope(project: Option<&str>, projects: &[String]) -> bool {
+    project.is_some_and(|p| projects.iter().any(|mine| mine == p))
+}
+
+/// The tenant events a fleet event implies: `(project, event)` pairs, one per VM of a
+/// project that the fleet event is about.
+pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, LiveEvent)> {
+    let view = |vm: &Vm, latest: Option<&Migration>| {
+        let project = vm.project.clone()?;
+        Some((project, LiveEvent::Tenant(tenant_vm(vm, latest)?)))
+    };
+    match event {
+        LiveEvent::Migration(update) => {
+            let m = &update.migration;
+            let Some(project) = fleet.project_of(&m.vm_uuid) else {
+                return Vec::new();
+            };
+            // The VM may be on neither host's list for a moment around the switchover.
+            let vm = fleet.vm(&m.vm_uuid).unwrap_or_else(|| Vm {
+                uuid: m.vm_uuid.clone(),
+                name: m.vm_name.clone(),
+                host: String::new(),
+                state: if m.state.is_active() || m.state == MigrationState::Completed {
+                    VmState::Running
+                } else {
+                    VmState::Other
+                },
+                memory_bytes: 0,
+                vcpus: 0,
+                migration_id: None,
+                project: Some(project.to_owned()),
+            });
+            view(&vm, Some(m)).into_iter().collect()
+        }
+        LiveEvent::Vms(update) => update
+            .vms
+            .iter()
+            .filter_map(|vm| view(vm, fleet.latest_migration_of(&vm.uuid)))
+            .collect(),
+        LiveEvent::Host(_) | LiveEvent::Resync(_) | LiveEvent::Tenant(_) => Vec::new(),
+    }
+}
+
+/// A VM as its tenant sees it (`None` for a VM of no project).
+pub(crate) fn tenant_vm(vm: &Vm, latest: Option<&Migration>) -> Option<TenantVm> {
+    Some(TenantVm {
+        uuid: vm.uuid.clone(),
+        name: vm.name.clone(),
+        project: vm.project.clone()?,
+        state: vm.state,
+        latest_move: latest.map(tenant_move),
+    })
+}
+
+/// One move in a customer's words: no hosts, no operator names, no jargon.
+pub(crate) fn tenant_move(m: &Migration) -> TenantMove {
+    let sample = m.last_sample.as_ref();
+    let throttle_now = sample.and_then(|s| s.throttle_pct).filter(|t| *t > 0);
+    let limit_ms = m.levers.downtime_limit_ms;
+    let progress = m.progress_pct.map(|p| p.clamp(0.0, 100.0).round() as u32);
+    let (headline, detail, outlook, pause_ms, slowdown_pct) = match m.state {
+        MigrationState::Starting | MigrationState::Running => {
+            let mut parts = Vec::new();
+            if let Some(p) = progress {
+                parts.push(format!("{p} % moved"));
+            }
+            let pause = m
+                .forecast
+                .as_ref()
+                .filter(|f| {
+                    matches!(f.verdict, Verdict::Converging | Verdict::SwitchingOver)
+                })
+                .and(limit_ms);
+            if let Some(ms) = pause {
+                parts.push(format!("expect a pause under {ms} ms"));
+            }
+            if let Some(t) = throttle_now {
+                parts.push(format!("CPU slowed {t} % right now"));
+            }
+            let detail = if parts.is_empty() {
+                "Getting ready.".to_owned()
+            } else {
+                sentence(&parts.join(", "))
+            };
+            (
+                "Being moved for maintenance",
+                detail,
+                m.forecast.as_ref().map(|f| outlook(f.verdict, f.eta_min_s, f.eta_max_s)),
+                pause,
+                throttle_now,
+            )
+        }
+        MigrationState::PostCopy => (
+            "Almost moved",
+            "It runs at its new location; the last of its memory is following, so it may be slower for a few seconds.".to_owned(),
+            None,
+            None,
+            throttle_now,
+        ),
+        MigrationState::Completed => {
+            let pause = m.final_stats.as_ref().and_then(|f| f.downtime_ms);
+            let mut detail = match pause {
+                Some(ms) => format!("It was paused for {ms} ms"),
+                None => "It was paused briefly".to_owned(),
+            };
+            match m.max_throttle_pct.filter(|t| *t > 0) {
+                Some(t) => detail.push_str(&format!(" and its CPU slowed by up to {t} % while it moved.")),
+                None => detail.push_str(" and not slowed down."),
+            }
+            ("Moved", detail, None, pause, m.max_throttle_pct)
+        }
+        MigrationState::Aborted | MigrationState::Failed => (
+            "Move called off",
+            "It kept running where it was; nothing changed for it.".to_owned(),
+            None,
+            None,
+            m.max_throttle_pct,
+        ),
+        MigrationState::Unknown => (
+            "Move status unknown",
+            "The move's outcome was not recorded; it is running normally if you can reach it.".to_owned(),
+            None,
+            None,
+            None,
+        ),
+    };
+    TenantMove {
+        id: m.id.clone(),
+        state: m.state,
+        headline: headline.to_owned(),
+        detail,
+        outlook,
+        progress_pct: m.state.is_active().then_some(progress).flatten(),
+        started_at_ms: m.started_at_ms,
+        ended_at_ms: m.ended_at_ms,
+        pause_ms,
+        slowdown_pct,
+    }
+}
+
+fn sentence(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or_else(String::new, |first| {
+        format!("{}{}.", first.to_uppercase(), chars.as_str())
+    })
+}
+
+fn outlook(verdict: Verdict, eta_min_s: Option<u64>, eta_max_s: Option<u64>) -> String {
+    match verdict {
+        Verdict::Converging => match (eta_min_s, eta_max_s) {
+            (Some(lo), Some(hi)) => format!("On track, {} left.", span(lo, hi)),
+            _ => "On track.".to_owned(),
+        },
+        Verdict::SwitchingOver => "Finishing now.".to_owned(),
+        Verdict::Stalled => {
+            "Progress has slowed; the operators are watching it.".to_owned()
+        }
+        Verdict::WillNotConverge => {
+            "It is busy enough that the move cannot finish on its own; the operators have been told and will adjust it or try again later.".to_owned()
+        }
+        Verdict::PostCopy => "Almost done.".to_owned(),
+        Verdict::Completed | Verdict::Failed | Verdict::Aborted => String::new(),
+    }
+}
+
+/// "about 40 seconds", "1–2 minutes".
+fn span(lo_s: u64, hi_s: u64) -> String {
+    if hi_s < 60 {
+        let (lo, hi) = (lo_s.max(1), hi_s.max(1));
+        return if lo >= hi {
+            format!("about {hi} s")
+        } else {
+            format!("{lo}–{hi} s")
+        };
+    }
+    let (lo, hi) = (lo_s / 60, hi_s.div_ceil(60));
+    if lo == 0 {
+        format!("under {hi} min")
+    } else if lo >= hi {
+        format!("about {hi} min")
+    } else {
+        format!("{lo}–{hi} min")
+    }
+}
+
+#[cfg(test)]
+mod tests;
