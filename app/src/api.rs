@@ -7,8 +7,9 @@ use std::fmt;
 
 use converge_api::LiveEvent;
 use converge_api::{
-    AuditEntry, ErrorBody, Host, LeverChange, LeverResult, LoginRequest, Me, Migration,
-    MigrationDetail, Preset, StartMigration, Vm,
+    AuditEntry, CreatedKioskToken, ErrorBody, Host, KioskSignIn, KioskToken, LeverChange,
+    LeverResult, LoginRequest, Me, Migration, MigrationDetail, NewKioskToken, Preset,
+    StartMigration, TenantVm, TenantVmDetail, Vm,
 };
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -115,6 +116,40 @@ pub async fn abort_migration(id: &str) -> Result<Migration, ApiError> {
     json(request("POST", &format!("/api/migrations/{id}/abort"), None).await?)
 }
 
+/// `GET /api/tenant/vms`: a tenant's own VMs.
+pub async fn tenant_vms() -> Result<Vec<TenantVm>, ApiError> {
+    json(request("GET", "/api/tenant/vms", None).await?)
+}
+
+/// `GET /api/tenant/vms/{uuid}`: one of a tenant's VMs with its past moves.
+pub async fn tenant_vm(uuid: &str) -> Result<TenantVmDetail, ApiError> {
+    json(request("GET", &format!("/api/tenant/vms/{uuid}"), None).await?)
+}
+
+/// `POST /api/kiosk/session`: a wall screen signs in with its token.
+pub async fn kiosk_sign_in(token: String) -> Result<Me, ApiError> {
+    let body = KioskSignIn { token };
+    json(request("POST", "/api/kiosk/session", Some(to_json(&body)?)).await?)
+}
+
+/// `GET /api/kiosk-tokens`.
+pub async fn kiosk_tokens() -> Result<Vec<KioskToken>, ApiError> {
+    json(request("GET", "/api/kiosk-tokens", None).await?)
+}
+
+/// `POST /api/kiosk-tokens`: a new token, its secret shown this once.
+pub async fn create_kiosk_token(label: String) -> Result<CreatedKioskToken, ApiError> {
+    let body = NewKioskToken { label };
+    json(request("POST", "/api/kiosk-tokens", Some(to_json(&body)?)).await?)
+}
+
+/// `DELETE /api/kiosk-tokens/{id}`.
+pub async fn revoke_kiosk_token(id: i64) -> Result<(), ApiError> {
+    request("DELETE", &format!("/api/kiosk-tokens/{id}"), None)
+        .await
+        .map(drop)
+}
+
 // miniserde, not serde_json: serde's derived code and serde_json's parser were a sixth of
 // the wasm bundle. The server keeps serde; `converge-api`'s tests check both agree.
 fn to_json(body: &impl miniserde::Serialize) -> Result<String, ApiError> {
@@ -206,7 +241,7 @@ impl EventStream {
         let on_event = std::rc::Rc::new(on_event);
         let on_state = std::rc::Rc::new(on_state);
         let mut listeners = Vec::new();
-        for name in ["migration", "host", "vms", "resync"] {
+        for name in ["migration", "host", "vms", "resync", "tenant_vm"] {
             let on_event = on_event.clone();
             let listener =
                 Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
@@ -258,6 +293,7 @@ fn parse_event(name: &str, data: &str) -> Option<LiveEvent> {
         "host" => miniserde::json::from_str(data).ok().map(LiveEvent::Host),
         "vms" => miniserde::json::from_str(data).ok().map(LiveEvent::Vms),
         "resync" => miniserde::json::from_str(data).ok().map(LiveEvent::Resync),
+        "tenant_vm" => miniserde::json::from_str(data).ok().map(LiveEvent::Tenant),
         _ => None,
     }
 }

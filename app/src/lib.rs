@@ -11,15 +11,18 @@ pub mod live;
 pub mod pages;
 pub mod route;
 
-use converge_api::Me;
+use converge_api::{Me, Role};
 use leptos::prelude::*;
 
 use components::header::Header;
 use pages::audit::AuditPage;
 use pages::fleet::FleetPage;
 use pages::history::HistoryPage;
+use pages::kiosk::KioskPage;
+use pages::kiosk_tokens::KioskTokensPage;
 use pages::login::LoginPage;
 use pages::migration::MigrationPage;
+use pages::tenant::TenantPage;
 use route::Route;
 
 /// Where the dashboard stands with the server.
@@ -67,13 +70,24 @@ pub fn App() -> impl IntoView {
 
     view! {
         {move || match auth.get() {
+            // The wall screen signs itself in, with the token in its address.
+            _ if route.get() == Route::Kiosk => view! { <KioskPage /> }.into_any(),
             Auth::Checking => view! { <p class="loading">"Connecting to Converge…"</p> }.into_any(),
             Auth::SignedOut { notice } => view! { <LoginPage notice=notice /> }.into_any(),
+            Auth::SignedIn(me) if me.role == Role::Kiosk => view! { <KioskPage /> }.into_any(),
+            Auth::SignedIn(me) if me.role == Role::Tenant => {
+                let projects = me.projects.clone();
+                view! {
+                    <Header me=me />
+                    <main><TenantPage projects=projects /></main>
+                }.into_any()
+            }
             Auth::SignedIn(me) => {
                 view! {
                     <Header me=me />
                     <main>{move || match route.get() {
-                        Route::Fleet | Route::Login => view! { <FleetPage /> }.into_any(),
+                        Route::Fleet | Route::Login | Route::Kiosk => view! { <FleetPage /> }.into_any(),
+                        Route::KioskTokens => view! { <KioskTokensPage /> }.into_any(),
                         Route::History => view! { <HistoryPage /> }.into_any(),
                         Route::Audit => view! { <AuditPage /> }.into_any(),
                         Route::Migration(id) => view! { <MigrationPage id=id /> }.into_any(),
@@ -96,7 +110,7 @@ pub fn App() -> impl IntoView {
 fn redirect_by_session(auth: RwSignal<Auth>, route: ReadSignal<Route>) {
     let wanted = StoredValue::new(Route::Fleet);
     Effect::new(move |_| match (auth.get(), route.get()) {
-        (Auth::SignedOut { .. }, current) if current != Route::Login => {
+        (Auth::SignedOut { .. }, current) if current != Route::Login && current != Route::Kiosk => {
             wanted.set_value(current);
             route::replace(&Route::Login);
         }

@@ -139,6 +139,8 @@ impl Live {
                 iteration,
             }) => self.upsert(migration, sample, iteration),
             LiveEvent::Resync(_) => self.refresh(session),
+            // Only ever sent to tenants, who do not watch the fleet.
+            LiveEvent::Tenant(_) => {}
         }
     }
 

@@ -3,5 +3,8 @@
 pub mod audit;
 pub mod fleet;
 pub mod history;
+pub mod kiosk;
+pub mod kiosk_tokens;
 pub mod login;
 pub mod migration;
+pub mod tenant;

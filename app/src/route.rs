@@ -17,6 +17,10 @@ pub enum Route {
     Migration(String),
     /// `/audit`: who did what (admins).
     Audit,
+    /// `/kiosk`: the wall-screen board (signs in with `#token=` from the address).
+    Kiosk,
+    /// `/kiosk-tokens`: the links wall screens open (admins).
+    KioskTokens,
     /// Anything else.
     NotFound(String),
 }
@@ -29,6 +33,8 @@ impl Route {
             "/login" => Route::Login,
             "/history" => Route::History,
             "/audit" => Route::Audit,
+            "/kiosk" => Route::Kiosk,
+            "/kiosk-tokens" => Route::KioskTokens,
             other => match other.strip_prefix("/migrations/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Migration(id.to_owned()),
                 _ => Route::NotFound(other.to_owned()),
@@ -43,6 +49,8 @@ impl Route {
             Route::Fleet => "/".into(),
             Route::History => "/history".into(),
             Route::Audit => "/audit".into(),
+            Route::Kiosk => "/kiosk".into(),
+            Route::KioskTokens => "/kiosk-tokens".into(),
             Route::Migration(id) => format!("/migrations/{id}"),
             Route::NotFound(path) => path.clone(),
         }

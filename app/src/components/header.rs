@@ -28,10 +28,17 @@ pub fn Header(
         <header class="top">
             <a class="brand" href="/" on:click=route::link(Route::Fleet)>"Converge"</a>
             <nav>
-                <a href="/" on:click=route::link(Route::Fleet)>"Fleet"</a>
-                <a href="/history" on:click=route::link(Route::History)>"History"</a>
+                {if me.role == Role::Tenant {
+                    view! { <a href="/" on:click=route::link(Route::Fleet)>"Your VMs"</a> }.into_any()
+                } else {
+                    view! {
+                        <a href="/" on:click=route::link(Route::Fleet)>"Fleet"</a>
+                        <a href="/history" on:click=route::link(Route::History)>"History"</a>
+                    }.into_any()
+                }}
                 {(me.role == Role::Admin).then(|| view! {
                     <a href="/audit" on:click=route::link(Route::Audit)>"Audit"</a>
+                    <a href="/kiosk-tokens" on:click=route::link(Route::KioskTokens)>"Kiosk screens"</a>
                 })}
             </nav>
             <span class="who">

@@ -65,7 +65,7 @@ pub fn FleetPage() -> impl IntoView {
 
 /// "Live" / "Reconnecting…" next to the title.
 #[component]
-fn StreamBadge(state: RwSignal<StreamState>) -> impl IntoView {
+pub fn StreamBadge(state: RwSignal<StreamState>) -> impl IntoView {
     view! {
         <span class=move || format!("stream {}", match state.get() {
             StreamState::Live => "live",

@@ -58,11 +58,21 @@ impl Lab {
 
     /// Runs `tests/lab/lab ARGS`, failing the test with its output if it fails.
     pub async fn run(&self, args: &[&str]) -> String {
+        self.run_with(args, &[]).await
+    }
+
+    /// [`Self::run`] with extra environment variables.
+    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let script = self.script.clone();
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         tokio::task::spawn_blocking(move || {
             let out = Command::new(&script)
                 .args(&args)
+                .envs(env)
                 .output()
                 .unwrap_or_else(|err| panic!("cannot run {}: {err}", script.display()));
             assert!(
@@ -84,6 +94,24 @@ impl Lab {
         self.remove_vm(name).await;
         self.run(&["start-vm", name, mode, &mb.to_string(), &rate.to_string()])
             .await;
+    }
+
+    /// [`Self::start_vm`] for a guest that OpenStack Nova's metadata places in the project
+    /// with this UUID.
+    pub async fn start_vm_in_nova_project(
+        &self,
+        name: &str,
+        mode: &str,
+        mb: u32,
+        rate: u32,
+        project: &str,
+    ) {
+        self.remove_vm(name).await;
+        self.run_with(
+            &["start-vm", name, mode, &mb.to_string(), &rate.to_string()],
+            &[("LAB_NOVA_PROJECT", project)],
+        )
+        .await;
     }
 
     /// The guest's latest heartbeat counter (it increases while the guest runs).
