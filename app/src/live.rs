@@ -66,11 +66,18 @@ impl Live {
             self.stream.set(state);
             if state == StreamState::Closed {
                 // The browser gave up: a session that ended, or a server gone for long.
+                let owner = owner.clone();
                 leptos::task::spawn_local(async move {
                     match api::me().await {
                         Err(ApiError::Unauthenticated(message)) => session.end(Some(message)),
+                        // Still signed in (or unreachable): open a new stream and catch up.
                         _ => set_timeout(
-                            move || self.refresh(session),
+                            move || {
+                                owner.with(|| {
+                                    self.refresh(session);
+                                    self.open_stream(session, owner.clone());
+                                });
+                            },
                             std::time::Duration::from_secs(2),
                         ),
                     }

@@ -9,7 +9,9 @@
 //! allowed origin. Clients that send neither header (curl, scripts) are not browsers
 //! and carry no ambient cookie, so they pass.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
@@ -72,6 +74,40 @@ fn same_site(headers: &HeaderMap, allowed: &[String]) -> Result<(), String> {
             "refused: this request came from {origin}, not from Converge's own pages \
              (an admin can allow an origin in server.allowed_origins)"
         ))
+    }
+}
+
+/// The policy for the dashboard's current `index.html`, recomputed when the file changes:
+/// the inline bootstrap's hash changes with every build, and a release dropped into
+/// `dist/` is served at once (see `web.rs`), so its policy must follow at once too.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    index: PathBuf,
+    current: Mutex<(Option<SystemTime>, HeaderValue)>,
+}
+
+impl Policy {
+    pub(crate) fn new(index: PathBuf) -> Self {
+        Self {
+            index,
+            current: Mutex::new((None, content_security_policy(None))),
+        }
+    }
+
+    /// The policy for the `index.html` on disk now.
+    pub(crate) fn current(&self) -> HeaderValue {
+        let modified = std::fs::metadata(&self.index)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != modified || modified.is_none() {
+            let html = std::fs::read_to_string(&self.index).ok();
+            *current = (modified, content_security_policy(html.as_deref()));
+        }
+        current.1.clone()
     }
 }
 

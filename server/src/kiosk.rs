@@ -250,15 +250,17 @@ pub(crate) async fn revoke(
     Require(admin, _): Require<ManageKiosk>,
     State(state): State<AppState>,
     ClientAddr(client_addr): ClientAddr,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let no_such = || ApiError::NotFound(format!("there is no kiosk token {id}"));
+    let id: i64 = id.parse().map_err(|_| no_such())?;
     let token = state
         .kiosk
         .read()
         .tokens
         .get(&id)
         .cloned()
-        .ok_or_else(|| ApiError::NotFound(format!("there is no kiosk token {id}")))?;
+        .ok_or_else(no_such)?;
     if token.revoked_at_ms.is_some() {
         return Err(ApiError::Conflict(format!(
             "kiosk token {id} (\"{}\") is already revoked",
@@ -277,12 +279,25 @@ pub(crate) async fn revoke(
     let audit_id = audit::begin(&state.db, now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
-    sqlx::query("UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ?")
-        .bind(now_ms)
-        .bind(id)
-        .execute(&state.db)
-        .await
-        .map_err(|err| ApiError::internal("revoking a kiosk token", err))?;
+    // Conditional, so that of two revocations at once only one happens.
+    let revoked = sqlx::query(
+        "UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&state.db)
+    .await
+    .map_err(|err| ApiError::internal("revoking a kiosk token", err))?
+    .rows_affected();
+    if revoked == 0 {
+        audit::finish(&state.db, audit_id, "refused: already revoked")
+            .await
+            .map_err(|err| ApiError::internal("recording a revocation", err))?;
+        return Err(ApiError::Conflict(format!(
+            "kiosk token {id} (\"{}\") is already revoked",
+            token.label
+        )));
+    }
     {
         let mut registry = state.kiosk.write();
         registry.by_hash.retain(|_, live| *live != id);
@@ -304,9 +319,8 @@ pub(crate) async fn sign_in(
     session: Session,
     Json(request): Json<KioskSignIn>,
 ) -> Result<Json<Me>, ApiError> {
-    // Failures count against the address like wrong passwords do.
-    const WHO: &str = "(kiosk token)";
-    if let Err(wait) = state.throttle.check(WHO, client_addr, Instant::now()) {
+    // Failures count against the address alone (see `LoginThrottle::check_address`).
+    if let Err(wait) = state.throttle.check_address(client_addr, Instant::now()) {
         return Err(ApiError::Throttled {
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
         });
@@ -314,7 +328,7 @@ pub(crate) async fn sign_in(
     let Some(token) = state.kiosk.find(request.token.trim()) else {
         state
             .throttle
-            .record_failure(WHO, client_addr, Instant::now());
+            .record_address_failure(client_addr, Instant::now());
         tracing::warn!(%client_addr, "kiosk sign-in refused: unknown or revoked token");
         return Err(ApiError::KioskTokenInvalid);
     };

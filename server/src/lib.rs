@@ -78,13 +78,12 @@ pub fn router(state: AppState) -> Router {
         // never held back in a compressor's buffer.
         .layer(CompressionLayer::new());
     let dist = state.config.server.dist_dir.clone();
-    let index = std::fs::read_to_string(dist.join("index.html")).ok();
-    let csp = hardening::content_security_policy(index.as_deref());
+    let policy = std::sync::Arc::new(hardening::Policy::new(dist.join("index.html")));
     Router::new()
         .nest("/api", api)
         .fallback_service(web::service(&dist))
         .layer(middleware::map_response(move |response: Response| {
-            let csp = csp.clone();
+            let csp = policy.current();
             async move { hardening::with_security_headers(response, csp) }
         }))
         .layer(

@@ -37,7 +37,10 @@ macro_rules! routes {
 }
 
 // Only ever evaluated in `ROUTES`'s constant: a method missing here fails the build.
-#[expect(clippy::panic, reason = "const evaluation: a compile error, never a runtime panic")]
+#[expect(
+    clippy::panic,
+    reason = "const evaluation: a compile error, never a runtime panic"
+)]
 const fn method_name(routing_fn: &'static str) -> &'static str {
     match routing_fn.as_bytes() {
         b"get" => "GET",

@@ -76,6 +76,9 @@ where
             auth.last_seen = now;
             session.insert(AUTH_KEY, &auth).await?;
         }
+        if let Some(token) = auth.kiosk_token {
+            state.kiosk.used(&state.db, token, now * 1000).await;
+        }
         Ok(Self { user, session })
     }
 }
@@ -147,6 +150,10 @@ pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool
     let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
     if auth.current_user(state).is_none() || now - auth.signed_in_at >= max_age_secs {
         return false;
+    }
+    // A wall screen's only traffic is its stream: "last used" is kept current from here.
+    if let Some(token) = auth.kiosk_token {
+        state.kiosk.used(&state.db, token, now * 1000).await;
     }
     if now - auth.last_seen >= TOUCH_AFTER_SECS {
         let mut touched = auth;

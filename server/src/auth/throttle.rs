@@ -41,13 +41,29 @@ impl LoginThrottle {
     /// `Err(wait)` when this username or this address has used up its failures; `wait`
     /// is how long until the oldest of them leaves the window.
     pub fn check(&self, username: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check_keys(Some(username), address, now)
+    }
+
+    /// [`Self::check`] for attempts that name no account (a kiosk token): only the
+    /// address counts. A shared name would let a few bad tokens from anywhere lock out
+    /// every screen, and a 256-bit token needs no per-name limit.
+    pub fn check_address(&self, address: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check_keys(None, address, now)
+    }
+
+    fn check_keys(
+        &self,
+        username: Option<&str>,
+        address: IpAddr,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let mut failures = self.lock();
         let keys = [
-            (user_key(username), self.max_per_user),
-            (Key::Address(address), self.max_per_address),
+            username.map(|u| (user_key(u), self.max_per_user)),
+            Some((Key::Address(address), self.max_per_address)),
         ];
         let mut wait = Duration::ZERO;
-        for (key, max) in keys {
+        for (key, max) in keys.into_iter().flatten() {
             if let Some(times) = failures.get_mut(&key) {
                 expire(times, now, self.window);
                 if times.len() >= max {
@@ -61,6 +77,15 @@ impl LoginThrottle {
 
     /// Counts a failed attempt against both the username and the address.
     pub fn record_failure(&self, username: &str, address: IpAddr, now: Instant) {
+        self.record_failure_of(Some(username), address, now);
+    }
+
+    /// Counts a failed attempt that named no account against its address only.
+    pub fn record_address_failure(&self, address: IpAddr, now: Instant) {
+        self.record_failure_of(None, address, now);
+    }
+
+    fn record_failure_of(&self, username: Option<&str>, address: IpAddr, now: Instant) {
         let mut failures = self.lock();
         if failures.len() > SWEEP_ABOVE_KEYS {
             failures.retain(|_, times| {
@@ -68,7 +93,10 @@ impl LoginThrottle {
                 !times.is_empty()
             });
         }
-        for key in [user_key(username), Key::Address(address)] {
+        for key in [username.map(user_key), Some(Key::Address(address))]
+            .into_iter()
+            .flatten()
+        {
             let times = failures.entry(key).or_default();
             expire(times, now, self.window);
             times.push_back(now);

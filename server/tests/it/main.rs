@@ -11,6 +11,8 @@ mod binary;
 mod config_file;
 mod events;
 mod fleet_api;
+mod hardening;
+mod kiosk_api;
 mod sessions;
 mod static_files;
 mod support;

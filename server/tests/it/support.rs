@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use converge_server::config::Config;
 use converge_server::{AppState, auth};
 use http_body_util::BodyExt;
@@ -138,6 +138,29 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, cookie: Option<&str>, json: Option<Value>) -> Reply {
         self.send(request(Method::POST, path, cookie, json)).await
+    }
+
+    pub async fn delete(&self, path: &str, cookie: Option<&str>) -> Reply {
+        self.send(request(Method::DELETE, path, cookie, None)).await
+    }
+
+    /// Like [`request`], with extra headers (`Origin`, `Host`, `Sec-Fetch-Site`, …).
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: Option<&str>,
+        json: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = request(method, path, cookie, json);
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        self.send(request).await
     }
 
     /// Signs in and returns the session cookie (`name=value`).
