@@ -58,20 +58,30 @@ pub fn App() -> impl IntoView {
     provide_context(session);
     let route = route::provide();
 
-    // Who are we? A still-valid session cookie skips the sign-in page.
-    leptos::task::spawn_local(async move {
-        auth.set(match api::me().await {
-            Ok(me) => Auth::SignedIn(me),
-            Err(_) => Auth::SignedOut { notice: None },
+    // Who are we? A still-valid session cookie skips the sign-in page. (The wall board
+    // signs itself in.)
+    let on_board = Memo::new(move |_| route.get() == Route::Kiosk);
+    if !on_board.get_untracked() {
+        leptos::task::spawn_local(async move {
+            auth.set(match api::me().await {
+                Ok(me) => Auth::SignedIn(me),
+                Err(_) => Auth::SignedOut { notice: None },
+            });
         });
-    });
+    }
     watch_session(session);
     redirect_by_session(auth, route);
 
     view! {
+        // The wall screen signs itself in, with the token in its address, and stays one
+        // page through every change of its session.
+        {move || if on_board.get() { view! { <KioskPage /> }.into_any() } else { signed_in_pages(auth, route) }}
+    }
+}
+
+fn signed_in_pages(auth: RwSignal<Auth>, route: ReadSignal<Route>) -> AnyView {
+    view! {
         {move || match auth.get() {
-            // The wall screen signs itself in, with the token in its address.
-            _ if route.get() == Route::Kiosk => view! { <KioskPage /> }.into_any(),
             Auth::Checking => view! { <p class="loading">"Connecting to Converge…"</p> }.into_any(),
             Auth::SignedOut { notice } => view! { <LoginPage notice=notice /> }.into_any(),
             Auth::SignedIn(me) if me.role == Role::Kiosk => view! { <KioskPage /> }.into_any(),
@@ -103,6 +113,7 @@ pub fn App() -> impl IntoView {
             }
         }}
     }
+    .into_any()
 }
 
 /// Keeps the address bar honest: `/login` while signed out, and back to the page the

@@ -58,7 +58,8 @@ pub(crate) async fn detail(
     State(state): State<AppState>,
     Path(uuid): Path<String>,
 ) -> Result<Json<TenantVmDetail>, ApiError> {
-    let not_found = || ApiError::NotFound(format!("you have no VM {uuid}"));
+    // Not echoing the UUID: the answer is the same whoever's VM it names.
+    let not_found = || ApiError::NotFound("you have no VM with that UUID".into());
     let (vm, current) = {
         let fleet = state.fleet.read();
         let vm = fleet

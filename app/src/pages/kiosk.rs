@@ -31,7 +31,14 @@ enum Access {
 #[component]
 pub fn KioskPage() -> impl IntoView {
     let session = expect_context::<Session>();
-    let access = RwSignal::new(Access::SigningIn);
+    // A kiosk account signed in with a password is already in.
+    let access = RwSignal::new(
+        if session.0.with_untracked(|a| matches!(a, Auth::SignedIn(_))) {
+            Access::Ready
+        } else {
+            Access::SigningIn
+        },
+    );
     // When the server could not be reached (unix ms), for the banner.
     let offline_since = RwSignal::new(None::<i64>);
     let token = token_from_address();
@@ -125,11 +132,17 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
     ) {
         on_cleanup(move || tick.clear());
     }
+    // Connecting at first is not news; losing a stream that was live is.
+    let was_live = StoredValue::new(false);
     Effect::new(move |_| match live.stream.get() {
-        StreamState::Live => offline_since.set(None),
-        StreamState::Connecting | StreamState::Closed => offline_since.update(|s| {
+        StreamState::Live => {
+            was_live.set_value(true);
+            offline_since.set(None);
+        }
+        _ if was_live.get_value() => offline_since.update(|s| {
             s.get_or_insert(js_sys::Date::now() as i64);
         }),
+        _ => {}
     });
     let active = move || {
         let t = now.get();

@@ -36,6 +36,12 @@ impl TestServer {
     /// A server whose database lives in `dir`, with `extra` appended to its config
     /// (e.g. `[[hosts]]`). Panics with a hint when the dashboard is not built.
     pub async fn start_with(dir: Arc<TempDir>, extra: &str) -> Self {
+        Self::start_at(dir, extra, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`Self::start_with`] on `addr` (e.g. the address of a server stopped a moment ago,
+    /// so that browsers reconnect to its successor).
+    pub async fn start_at(dir: Arc<TempDir>, extra: &str, addr: SocketAddr) -> Self {
         let dist = crate::workspace_root().join("dist");
         assert!(
             dist.join("index.html").is_file(),
@@ -45,9 +51,9 @@ impl TestServer {
         let text = config_text(&dist, &dir.path().join("converge.db"), extra);
         let config = Config::parse(&text).expect("test config parses");
         let state = AppState::open(config).await.expect("server state");
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|err| panic!("bind {addr}: {err}"));
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(converge_server::serve(listener, state.clone(), async {
@@ -91,8 +97,9 @@ impl Drop for TestServer {
     }
 }
 
-/// One argon2 hash for every test account: hashing is the slow part of starting.
-fn password_hash() -> &'static str {
+/// One argon2 hash (of [`ADMIN_PASSWORD`]) for every test account: hashing is the slow
+/// part of starting. Tests that add accounts in their extra config use it too.
+pub fn password_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| auth::hash_password(ADMIN_PASSWORD).expect("hash"))
 }
