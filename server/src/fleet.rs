@@ -7,7 +7,7 @@ mod state;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use converge_api::Migration;
+use converge_api::{LiveEvent, Migration};
 use tokio::sync::{mpsc, oneshot};
 
 pub use act::{Act, ActKind, Executor};
@@ -92,8 +92,11 @@ impl Fleet {
             let job = match change {
                 Change::Publish(event) => {
                     self.hub.publish(Audience::Fleet, event);
-                    for (project, tenant_event) in crate::tenant::events_for(&state, event) {
-                        self.hub.publish(Audience::Project(project), &tenant_event);
+                    for (project, view) in crate::tenant::events_for(&state, event) {
+                        if state.tenant_view_changed(&view) {
+                            self.hub
+                                .publish(Audience::Project(project), &LiveEvent::Tenant(view));
+                        }
                     }
                     continue;
                 }

@@ -90,12 +90,12 @@ fn in_scope(project: Option<&str>, projects: &[String]) -> bool {
     project.is_some_and(|p| projects.iter().any(|mine| mine == p))
 }
 
-/// The tenant events a fleet event implies: `(project, event)` pairs, one per VM of a
-/// project that the fleet event is about.
-pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, LiveEvent)> {
+/// The tenant views a fleet event implies: `(project, view)` pairs, one per VM of a
+/// project that the fleet event is about, each to go out as a `tenant_vm` event.
+pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, TenantVm)> {
     let view = |vm: &Vm, latest: Option<&Migration>| {
         let project = vm.project.clone()?;
-        Some((project, LiveEvent::Tenant(tenant_vm(vm, latest)?)))
+        Some((project, tenant_vm(vm, latest)?))
     };
     match event {
         LiveEvent::Migration(update) => {

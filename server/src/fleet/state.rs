@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use converge_api::{
-    Host, HostState, LiveEvent, Migration, MigrationDetail, MigrationState, MigrationUpdate, Vm,
-    VmState,
+    Host, HostState, LiveEvent, Migration, MigrationDetail, MigrationState, MigrationUpdate,
+    TenantVm, Vm, VmState,
 };
 use converge_libvirt::{DomainState, DomainSummary, JobStats};
 
@@ -91,6 +91,10 @@ pub struct FleetState {
     /// The project of every VM seen, by UUID (kept after a VM leaves a host, so a move's
     /// last events still reach its tenant).
     projects: HashMap<String, String>,
+    /// What each tenant VM's last `tenant_vm` event said, so that an unchanged view is not
+    /// sent again (every VM-list refresh would otherwise repeat them all, crowding the
+    /// replay buffer that fleet viewers resume from).
+    tenant_views: HashMap<String, TenantVm>,
 }
 
 impl FleetState {
@@ -125,6 +129,7 @@ impl FleetState {
             orphans: HashMap::new(),
             owners: HashMap::new(),
             projects: HashMap::new(),
+            tenant_views: HashMap::new(),
         }
     }
 
@@ -188,6 +193,15 @@ impl FleetState {
     /// One migration's summary.
     pub fn migration(&self, id: &str) -> Option<&Migration> {
         self.migrations.get(id).map(|r| &r.migration)
+    }
+
+    /// Whether `view` differs from the last one published for its VM (and remembers it).
+    pub fn tenant_view_changed(&mut self, view: &TenantVm) -> bool {
+        if self.tenant_views.get(&view.uuid) == Some(view) {
+            return false;
+        }
+        self.tenant_views.insert(view.uuid.clone(), view.clone());
+        true
     }
 
     /// The project a VM belongs to, if any (also for a VM no host lists right now).

@@ -1,6 +1,6 @@
 //! The fleet's state machine, driven by synthetic host reports.
 
-use converge_api::{HostState, LiveEvent, Migration, MigrationState, MigrationUpdate};
+use converge_api::{HostState, LiveEvent, Migration, MigrationState, MigrationUpdate, VmState};
 use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent, ParamValue};
 use time::OffsetDateTime;
 
@@ -442,4 +442,30 @@ fn a_vm_belongs_to_the_configured_project_else_to_novas() {
         .collect();
     assert_eq!(acme, ["web1"]);
     assert_eq!(fleet.project_of(VM), Some("acme"));
+}
+
+#[test]
+fn an_unchanged_tenant_view_is_not_sent_again() {
+    let mut fleet = fleet();
+    let view = converge_api::TenantVm {
+        uuid: VM.into(),
+        name: "web1".into(),
+        project: "acme".into(),
+        state: VmState::Running,
+        latest_move: None,
+    };
+    assert!(fleet.tenant_view_changed(&view), "the first view goes out");
+    assert!(
+        !fleet.tenant_view_changed(&view),
+        "the same view again does not"
+    );
+    let paused = converge_api::TenantVm {
+        state: VmState::Paused,
+        ..view.clone()
+    };
+    assert!(fleet.tenant_view_changed(&paused), "a change goes out");
+    assert!(
+        fleet.tenant_view_changed(&view),
+        "and so does changing back"
+    );
 }
