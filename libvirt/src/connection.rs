@@ -105,7 +105,9 @@ impl Connection {
                     state: domain.state()?,
                     memory_bytes,
                     vcpus,
-                    nova_project: nova_project(&domain.xml()?),
+                    // Ownership is extra: a domain whose XML cannot be read right now
+                    // (e.g. mid-switchover) is still listed.
+                    nova_project: domain.xml().ok().and_then(|xml| nova_project(&xml)),
                 })
             })();
             match summary {

@@ -123,8 +123,8 @@ impl SessionAuth {
 /// Whether the session behind a live stream still stands: the same checks as
 /// [`Principal`]'s, run again every few seconds by the event stream. The row is read
 /// from the store, not from the stream's copy of the session, so a sign-out elsewhere
-/// counts. Also refreshes the idle expiry like a request would: a wall screen makes no
-/// other requests.
+/// counts. It never writes the session (a write racing a sign-out could bring the row
+/// back); the dashboard's own once-a-minute `/api/me` keeps the idle expiry fresh.
 pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool {
     use tower_sessions::SessionStore;
     let Some(id) = session.id() else {
@@ -151,20 +151,9 @@ pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool
     if auth.current_user(state).is_none() || now - auth.signed_in_at >= max_age_secs {
         return false;
     }
-    // A wall screen's only traffic is its stream: "last used" is kept current from here.
+    // A wall screen is mostly its stream: "last used" is kept current from here too.
     if let Some(token) = auth.kiosk_token {
         state.kiosk.used(&state.db, token, now * 1000).await;
-    }
-    if now - auth.last_seen >= TOUCH_AFTER_SECS {
-        let mut touched = auth;
-        touched.last_seen = now;
-        let saved = async {
-            session.insert(AUTH_KEY, &touched).await?;
-            session.save().await
-        };
-        if let Err(err) = saved.await {
-            tracing::warn!(error = %err, "cannot refresh a streaming session");
-        }
     }
     true
 }
