@@ -227,7 +227,15 @@ async fn parallel_connections_reach_qemu() {
         json!({ "bandwidth_mib_s": 32, "capabilities": { "parallel_connections": 4 } }),
     )
     .await;
-    wait_sampled(&admin, &id).await;
+    // libvirt's job (and so a first sample) exists before it has set QEMU's capabilities
+    // and issued `migrate`; memory on the move means QEMU's migration is under way.
+    wait_until(&admin, &id, Duration::from_secs(60), "sent memory", |d| {
+        d["migration"]["last_sample"]["mem_processed_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    })
+    .await;
     let caps = virsh_a(&[
         "qemu-monitor-command",
         "t-multifd",
