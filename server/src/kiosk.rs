@@ -261,12 +261,7 @@ pub(crate) async fn revoke(
         .get(&id)
         .cloned()
         .ok_or_else(no_such)?;
-    if token.revoked_at_ms.is_some() {
-        return Err(ApiError::Conflict(format!(
-            "kiosk token {id} (\"{}\") is already revoked",
-            token.label
-        )));
-    }
+    // Every attempt on a real token is audited, a refused one too.
     let now_ms = unix_ms_now(&*state.clock);
     let entry = audit::NewEntry {
         actor: admin.user.username.clone(),
@@ -279,7 +274,8 @@ pub(crate) async fn revoke(
     let audit_id = audit::begin(&state.db, now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
-    // Conditional, so that of two revocations at once only one happens.
+    // Conditional, so that of two revocations at once only one happens; the other (and a
+    // revocation of a token revoked long ago) is refused here.
     let revoked = sqlx::query(
         "UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
     )

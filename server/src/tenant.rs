@@ -62,8 +62,7 @@ pub(crate) async fn detail(
     let not_found = || ApiError::NotFound("you have no VM with that UUID".into());
     let (vm, current) = {
         let fleet = state.fleet.read();
-        let vm = fleet
-            .vm(&uuid)
+        let vm = vm_or_last_seen(&fleet, &uuid)
             .filter(|vm| in_scope(vm.project.as_deref(), &principal.user.projects))
             .ok_or_else(not_found)?;
         let current = fleet.latest_migration_of(&uuid).cloned();
@@ -86,6 +85,31 @@ pub(crate) async fn detail(
     }))
 }
 
+/// The VM as a host lists it now or, for a moment around a switchover when it is on
+/// neither host's list, as its latest migration last saw it. `None` for a VM of no
+/// project that no host lists.
+fn vm_or_last_seen(fleet: &FleetState, uuid: &str) -> Option<Vm> {
+    if let Some(vm) = fleet.vm(uuid) {
+        return Some(vm);
+    }
+    let project = fleet.project_of(uuid)?;
+    let m = fleet.latest_migration_of(uuid)?;
+    Some(Vm {
+        uuid: m.vm_uuid.clone(),
+        name: m.vm_name.clone(),
+        host: String::new(),
+        state: if m.state.is_active() || m.state == MigrationState::Completed {
+            VmState::Running
+        } else {
+            VmState::Other
+        },
+        memory_bytes: 0,
+        vcpus: 0,
+        migration_id: None,
+        project: Some(project.to_owned()),
+    })
+}
+
 fn in_scope(project: Option<&str>, projects: &[String]) -> bool {
     project.is_some_and(|p| projects.iter().any(|mine| mine == p))
 }
@@ -100,25 +124,10 @@ pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, 
     match event {
         LiveEvent::Migration(update) => {
             let m = &update.migration;
-            let Some(project) = fleet.project_of(&m.vm_uuid) else {
-                return Vec::new();
-            };
-            // The VM may be on neither host's list for a moment around the switchover.
-            let vm = fleet.vm(&m.vm_uuid).unwrap_or_else(|| Vm {
-                uuid: m.vm_uuid.clone(),
-                name: m.vm_name.clone(),
-                host: String::new(),
-                state: if m.state.is_active() || m.state == MigrationState::Completed {
-                    VmState::Running
-                } else {
-                    VmState::Other
-                },
-                memory_bytes: 0,
-                vcpus: 0,
-                migration_id: None,
-                project: Some(project.to_owned()),
-            });
-            view(&vm, Some(m)).into_iter().collect()
+            vm_or_last_seen(fleet, &m.vm_uuid)
+                .and_then(|vm| view(&vm, Some(m)))
+                .into_iter()
+                .collect()
         }
         LiveEvent::Vms(update) => update
             .vms

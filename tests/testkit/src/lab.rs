@@ -53,7 +53,37 @@ impl Lab {
             lab.run(&["up"]).await;
             *lab.turn = true;
         }
+        // A test that failed half-way leaves its guests running; under TCG each takes a
+        // core and would starve every test after it.
+        lab.remove_all_vms().await;
         lab
+    }
+
+    /// Destroys and undefines every domain on both hosts.
+    pub async fn remove_all_vms(&self) {
+        let mut names = Vec::new();
+        for host in ["a", "b"] {
+            let uri = host_uri(host);
+            let listed = tokio::task::spawn_blocking(move || {
+                Command::new("virsh")
+                    .args(["-q", "-c", &uri, "list", "--all", "--name"])
+                    .output()
+            })
+            .await
+            .expect("virsh thread");
+            if let Ok(out) = listed {
+                names.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+        for name in names {
+            self.remove_vm(&name).await;
+        }
     }
 
     /// Runs `tests/lab/lab ARGS`, failing the test with its output if it fails.

@@ -229,6 +229,7 @@ async fn every_route_answers_every_caller_as_the_matrix_says_and_tenants_see_onl
     })
     .await;
     // The VM shows up on the destination, and its tenant hears of the finished move.
+    assert_eq!(fleet::vm_uuid(&operator, ACME_VM, WEST).await, acme_uuid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !tina_events.lock().unwrap().contains("\"Moved\"") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
