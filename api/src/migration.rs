@@ -151,6 +151,9 @@ pub struct FinalStats {
     pub setup_time_ms: Option<u64>,
     /// Pre-copy passes.
     pub iterations: Option<u32>,
+    /// Pages the destination asked for after a switch to post-copy (the guest touched
+    /// them before they arrived).
+    pub postcopy_requests: Option<u64>,
 }
 
 /// One migration attempt.

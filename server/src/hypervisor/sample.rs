@@ -65,6 +65,7 @@ pub fn final_stats(stats: &JobStats) -> FinalStats {
         iterations: stats
             .u64("memory_iteration")
             .and_then(|i| u32::try_from(i).ok()),
+        postcopy_requests: stats.u64("memory_postcopy_requests"),
     }
 }
 
