@@ -182,7 +182,15 @@ pub(crate) fn tenant_move(m: &Migration) -> TenantMove {
             (
                 "Being moved for maintenance",
                 detail,
-                m.forecast.as_ref().map(|f| outlook(f.verdict, f.eta_min_s, f.eta_max_s)),
+                m.forecast.as_ref().map(|f| {
+                    // In the first pass every move looks on track: whether the guest lets
+                    // it finish shows only from the second pass on.
+                    if f.verdict == Verdict::Converging && sample.is_some_and(|s| s.iteration <= 1) {
+                        "Copying its memory the first time; how long the rest takes shows after that.".to_owned()
+                    } else {
+                        outlook(f.verdict, f.eta_min_s, f.eta_max_s)
+                    }
+                }),
                 pause,
                 throttle_now,
             )

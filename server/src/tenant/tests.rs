@@ -19,6 +19,7 @@ fn running() -> Migration {
     m.levers.downtime_limit_ms = Some(300);
     m.last_sample = Some(Sample {
         throttle_pct: Some(20),
+        iteration: 3,
         ..Sample::default()
     });
     m.forecast = Some(Forecast {
@@ -130,4 +131,17 @@ fn spans_are_rounded_for_people() {
     assert_eq!(span(130, 170), "2–3 min");
     assert_eq!(span(125, 130), "2–3 min");
     assert_eq!(span(30, 59), "30–59 s");
+}
+
+#[test]
+fn the_first_pass_promises_nothing_yet() {
+    let mut m = running();
+    if let Some(s) = m.last_sample.as_mut() {
+        s.iteration = 1;
+    }
+    let outlook = tenant_move(&m).outlook.unwrap();
+    assert!(
+        outlook.starts_with("Copying its memory the first time"),
+        "{outlook}"
+    );
 }
