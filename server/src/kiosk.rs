@@ -191,6 +191,7 @@ pub(crate) async fn create(
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     let secret = hex(&secret);
+    let secret_sha256 = hash(&secret);
     let now_ms = unix_ms_now(&*state.clock);
     let username = admin.user.username.clone();
     // The audit row comes first: a token that exists was recorded.
@@ -210,7 +211,7 @@ pub(crate) async fn create(
          VALUES (?, ?, ?, ?) RETURNING id",
     )
     .bind(&label)
-    .bind(hash(&secret))
+    .bind(&secret_sha256)
     .bind(now_ms)
     .bind(&username)
     .fetch_one(&state.db)
@@ -222,7 +223,7 @@ pub(crate) async fn create(
     let row = TokenRow {
         id,
         label,
-        secret_sha256: hash(&secret),
+        secret_sha256,
         created_at_ms: now_ms,
         created_by: username,
         last_used_at_ms: None,

@@ -63,11 +63,7 @@ where
             return Err(ApiError::Unauthenticated);
         };
         let now = state.clock.now().unix_timestamp();
-        let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
-        let user = auth
-            .current_user(&state)
-            .filter(|_| now - auth.signed_in_at < max_age_secs);
-        let Some(user) = user else {
+        let Some(user) = auth.still_stands(&state, now).await else {
             tracing::info!(username = %auth.username, "session ended: account changed or lifetime over");
             session.flush().await?;
             return Err(ApiError::SessionEnded);
@@ -75,9 +71,6 @@ where
         if now - auth.last_seen >= TOUCH_AFTER_SECS {
             auth.last_seen = now;
             session.insert(AUTH_KEY, &auth).await?;
-        }
-        if let Some(token) = auth.kiosk_token {
-            state.kiosk.used(&state.db, token, now * 1000).await;
         }
         Ok(Self { user, session })
     }
@@ -106,11 +99,20 @@ impl SessionAuth {
         }
     }
 
-    /// The account this sign-in still stands for: `None` once the user was removed, their
-    /// password changed, or the kiosk token was revoked.
-    fn current_user(&self, state: &AppState) -> Option<Arc<User>> {
+    /// The account this sign-in still stands for at `now` (unix seconds): `None` once the
+    /// user was removed, their password changed, the kiosk token was revoked, or the
+    /// absolute lifetime is over. A kiosk token's "last used" is kept current here.
+    async fn still_stands(&self, state: &AppState, now: i64) -> Option<Arc<User>> {
+        let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
+        if now - self.signed_in_at >= max_age_secs {
+            return None;
+        }
         match self.kiosk_token {
-            Some(id) => state.kiosk.live(id).map(|t| Arc::new(User::kiosk(&t))),
+            Some(id) => {
+                let token = state.kiosk.live(id)?;
+                state.kiosk.used(&state.db, id, now * 1000).await;
+                Some(Arc::new(User::kiosk(&token)))
+            }
             None => state
                 .users
                 .get(&self.username)
@@ -146,14 +148,8 @@ pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool
     else {
         return false;
     };
-    let now = state.clock.now().unix_timestamp();
-    let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
-    if auth.current_user(state).is_none() || now - auth.signed_in_at >= max_age_secs {
-        return false;
-    }
-    // A wall screen is mostly its stream: "last used" is kept current from here too.
-    if let Some(token) = auth.kiosk_token {
-        state.kiosk.used(&state.db, token, now * 1000).await;
-    }
-    true
+    // A wall screen is mostly its stream: this also keeps its token's "last used" current.
+    auth.still_stands(state, state.clock.now().unix_timestamp())
+        .await
+        .is_some()
 }
