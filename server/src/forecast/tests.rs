@@ -216,8 +216,20 @@ fn xbzrle_deltas_are_judged_by_how_fast_they_drain_the_third_pass() {
     let (lo, hi) = (f.eta_min_s.unwrap(), f.eta_max_s.unwrap());
     assert_eq!((lo, hi), (0, 3));
 
-    // The same pass draining at the wire's speed: the deltas do not help.
+    // The same pass draining at the wire's speed is not called hopeless while it lasts:
+    // the deltas speed up as more pages hit the cache...
     samples[first + 1].mem_remaining_bytes = 112 * MIB;
+    let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
+    assert_eq!(f.verdict, Verdict::Converging, "{}", f.reason);
+    assert!(
+        f.reason.contains("judged when it ends") && f.eta_max_s.is_none(),
+        "{} {:?}",
+        f.reason,
+        f.eta_max_s
+    );
+    // ...but once it has ended leaving as much as it started with, the deltas did not help.
+    let (mut samples, marks) = passes(&[128 * MIB, 128 * MIB, 128 * MIB], None);
+    let caps = with_xbzrle(&mut samples, 20_000, 500);
     let f = forecast(&input(&samples, &marks, Some(&caps))).unwrap();
     assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
 }
