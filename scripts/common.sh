@@ -5,6 +5,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/.tools"
 
 TRUNK_VERSION="0.21.14"
+# The dashboard's wasm is built by a nightly toolchain so that it can rebuild the standard
+# library for size (scripts/build-ui). Host code, clippy and tests use stable.
+UI_TOOLCHAIN="nightly"
 BINARYEN_VERSION="132.0.0"
 TERSER_VERSION="5.51.4"
 
