@@ -1,6 +1,7 @@
 //! The fleet as the dashboard sees it: a REST snapshot kept current by the event stream.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use converge_api::{
     Host, HostUpdate, IterationMark, LiveEvent, Migration, MigrationUpdate, Sample, Vm, VmsUpdate,
@@ -51,46 +52,14 @@ impl Live {
             stream: RwSignal::new(StreamState::Connecting),
             error: RwSignal::new(None),
         };
-        let owner = Owner::current().unwrap_or_default();
-        live.open_stream(session, owner);
+        follow_events(
+            session,
+            live.stream,
+            Rc::new(move |event| live.apply(event, session)),
+            Rc::new(move || live.refresh(session)),
+        );
         live.refresh(session);
         live
-    }
-
-    fn open_stream(self, session: Session, owner: Owner) {
-        let on_event = {
-            let owner = owner.clone();
-            move |event: LiveEvent| owner.with(|| self.apply(event, session))
-        };
-        let on_state = move |state: StreamState| {
-            self.stream.set(state);
-            if state == StreamState::Closed {
-                // The browser gave up: a session that ended, or a server gone for long.
-                let owner = owner.clone();
-                leptos::task::spawn_local(async move {
-                    match api::me().await {
-                        Err(ApiError::Unauthenticated(message)) => session.end(Some(message)),
-                        // Still signed in (or unreachable): open a new stream and catch up.
-                        _ => set_timeout(
-                            move || {
-                                owner.with(|| {
-                                    self.refresh(session);
-                                    self.open_stream(session, owner.clone());
-                                });
-                            },
-                            std::time::Duration::from_secs(2),
-                        ),
-                    }
-                });
-            }
-        };
-        match EventStream::open(on_event, on_state) {
-            Ok(stream) => {
-                let stream = StoredValue::new(SendWrapper::new(stream));
-                on_cleanup(move || stream.dispose());
-            }
-            Err(err) => self.error.set(Some(err.to_string())),
-        }
     }
 
     /// Fetches hosts, VMs and migrations again (at start and after a resync).
@@ -240,5 +209,52 @@ impl Live {
             }
         }
         all.into_iter().map(|(id, view, ..)| (id, view)).collect()
+    }
+}
+
+/// Follows the event stream for as long as the current reactive owner (the page) lives,
+/// reporting its state in `state` and running `on_event` under that owner. When the browser
+/// gives up on the stream (it got an error answer rather than a dropped connection), asks
+/// who we are: a session that has ended goes back to sign-in with the server's reason;
+/// otherwise a new stream opens two seconds later and `catch_up` reloads what it missed.
+pub fn follow_events(
+    session: Session,
+    state: RwSignal<StreamState>,
+    on_event: Rc<dyn Fn(LiveEvent)>,
+    catch_up: Rc<dyn Fn()>,
+) {
+    let owner = Owner::current().unwrap_or_default();
+    let events = {
+        let (owner, on_event) = (owner.clone(), on_event.clone());
+        move |event| owner.with(|| on_event(event))
+    };
+    let on_state = move |now: StreamState| {
+        state.set(now);
+        if now != StreamState::Closed {
+            return;
+        }
+        let (owner, on_event, catch_up) = (owner.clone(), on_event.clone(), catch_up.clone());
+        leptos::task::spawn_local(async move {
+            match api::me().await {
+                Err(ApiError::Unauthenticated(message)) => session.end(Some(message)),
+                // Still signed in (or the server is unreachable: the next stream will say).
+                _ => set_timeout(
+                    move || {
+                        owner.with(|| {
+                            catch_up();
+                            follow_events(session, state, on_event, catch_up.clone());
+                        });
+                    },
+                    std::time::Duration::from_secs(2),
+                ),
+            }
+        });
+    };
+    match EventStream::open(events, on_state) {
+        Ok(stream) => {
+            let stream = StoredValue::new(SendWrapper::new(stream));
+            on_cleanup(move || stream.dispose());
+        }
+        Err(_) => state.set(StreamState::Closed),
     }
 }

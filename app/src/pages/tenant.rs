@@ -2,11 +2,13 @@
 //! Everything shown comes from the tenant endpoints, which carry no hosts and nothing of
 //! other projects; there are no controls.
 
+use std::rc::Rc;
+
 use converge_api::{LiveEvent, MigrationState, TenantMove, TenantVm, VmState};
 use leptos::prelude::*;
-use send_wrapper::SendWrapper;
 
-use crate::api::{self, ApiError, EventStream, StreamState};
+use crate::api::{self, ApiError, StreamState};
+use crate::live::follow_events;
 use crate::pages::fleet::StreamBadge;
 use crate::{Session, format};
 
@@ -44,20 +46,7 @@ pub fn TenantPage(
         LiveEvent::Resync(_) => load(),
         _ => {}
     };
-    let on_state = move |state: StreamState| {
-        stream.set(state);
-        if state == StreamState::Closed {
-            leptos::task::spawn_local(async move {
-                if let Err(ApiError::Unauthenticated(message)) = api::me().await {
-                    session.end(Some(message));
-                }
-            });
-        }
-    };
-    if let Ok(events) = EventStream::open(on_event, on_state) {
-        let events = StoredValue::new(SendWrapper::new(events));
-        on_cleanup(move || events.dispose());
-    }
+    follow_events(session, stream, Rc::new(on_event), Rc::new(load));
     load();
 
     view! {

@@ -9,3 +9,4 @@ mod forecast;
 mod login;
 mod migration;
 mod restart;
+mod streams;
