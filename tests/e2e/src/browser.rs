@@ -1,6 +1,7 @@
 //! Real headless Chromium through chromedriver (Debian's `chromium` and
 //! `chromium-driver`), with helpers split into locating, acting and checking.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -12,13 +13,14 @@ use tempfile::TempDir;
 /// How long a locator waits for the dashboard to render what it looks for.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A browser session on a fresh profile; its chromedriver dies with it.
+/// A browser session on a fresh profile; its chromedriver and Chromium die with it.
 #[derive(Debug)]
 pub struct Browser {
     /// The WebDriver client, for anything the helpers below do not cover.
     pub client: Client,
     base_url: String,
-    driver: Child,
+    /// Taken when killed: its id may be reused once it has been waited for.
+    driver: Option<Child>,
     _profile: TempDir,
 }
 
@@ -29,8 +31,11 @@ impl Browser {
         let chromedriver =
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let port = free_port();
+        // Its own process group, which the Chromium it starts joins: killing chromedriver
+        // alone would leave Chromium running after a failed test.
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -70,7 +75,7 @@ impl Browser {
                     return Self {
                         client,
                         base_url: base_url.trim_end_matches('/').to_owned(),
-                        driver,
+                        driver: Some(driver),
                         _profile: profile,
                     };
                 }
@@ -184,20 +189,31 @@ impl Browser {
         path
     }
 
-    /// Ends the WebDriver session and chromedriver.
+    /// Ends the WebDriver session, chromedriver and Chromium.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.kill();
+    }
+
+    /// Kills chromedriver's process group: chromedriver and every Chromium process.
+    fn kill(&mut self) {
+        let Some(mut driver) = self.driver.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", driver.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = driver.kill();
+        let _ = driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // After `close` this is a no-op; after a failed assertion it stops chromedriver,
-        // which takes its Chromium with it.
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // After `close` there is nothing left to kill; after a failed assertion this
+        // stops chromedriver and its Chromium.
+        self.kill();
     }
 }
 
