@@ -52,6 +52,22 @@ pub struct Config {
     /// Which VMs belong to which project (VMs with Nova metadata need no entry).
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
+    /// Prometheus metrics on a listener of their own; none without this section.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: Prometheus metrics (`GET /metrics`) on their own listener, for a bearer
+/// token only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port of the metrics listener, e.g. `127.0.0.1:9184`; not the
+    /// dashboard's.
+    pub listen: SocketAddr,
+    /// SHA-256 of the bearer token scrapers send, as 64 hex digits (`printf %s "$TOKEN" |
+    /// sha256sum`). In Prometheus: `authorization: { credentials_file: … }`.
+    pub token_sha256: String,
 }
 
 /// `[[projects]]`: a project and the VMs it owns. A VM's project comes from here first,

@@ -18,6 +18,7 @@ mod hosts;
 pub mod hub;
 pub mod hypervisor;
 pub mod kiosk;
+pub mod metrics;
 mod migrations;
 pub mod policy;
 pub mod presets;

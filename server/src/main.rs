@@ -81,10 +81,18 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listen = config.server.listen;
+        let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
         let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        if let Some(addr) = metrics_listen {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+            // Stops with the server: it watches the same shutdown token.
+            tokio::spawn(converge_server::metrics::serve(metrics, state.clone()));
+        }
         serve(listener, state, shutdown_signal()).await?;
         Ok(())
     })

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use converge_api::{IterationMark, Migration, MigrationDetail, MigrationState, Sample};
+use converge_api::{IterationMark, Migration, MigrationDetail, Sample};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tower_sessions_sqlx_store::SqliteStore;
@@ -61,7 +61,7 @@ pub async fn save_migration(pool: &SqlitePool, migration: &Migration) -> Result<
     .bind(&migration.vm_name)
     .bind(&migration.source)
     .bind(&migration.destination)
-    .bind(state_name(migration.state))
+    .bind(migration.state.wire_name())
     .bind(migration.started_at_ms)
     .bind(migration.ended_at_ms)
     .bind(&migration.started_by)
@@ -121,16 +121,19 @@ fn decode_all(rows: Vec<(String,)>) -> Result<Vec<Migration>, sqlx::Error> {
         .collect()
 }
 
-fn state_name(state: MigrationState) -> &'static str {
-    match state {
-        MigrationState::Starting => "starting",
-        MigrationState::Running => "running",
-        MigrationState::PostCopy => "post_copy",
-        MigrationState::Completed => "completed",
-        MigrationState::Failed => "failed",
-        MigrationState::Aborted => "aborted",
-        MigrationState::Unknown => "unknown",
-    }
+/// How many migrations ended in each final state, by the state's wire name. Every
+/// migration is kept, so the counts only grow.
+pub async fn count_finished(pool: &SqlitePool) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, COUNT(*) FROM migrations \
+         WHERE state IN ('completed', 'failed', 'aborted', 'unknown') GROUP BY state",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(state, n)| (state, u64::try_from(n).unwrap_or(0)))
+        .collect())
 }
 
 /// Appends a (downsampled) sample to a migration's history.

@@ -125,10 +125,39 @@ impl Config {
                 ));
             }
         }
+        self.validate_metrics()?;
         self.validate_users()?;
         self.validate_hosts()?;
         self.validate_projects()?;
         self.validate_presets()
+    }
+
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        /// SHA-256 of the empty string: a token nobody has to know.
+        const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let Some(metrics) = &self.metrics else {
+            return Ok(());
+        };
+        let hash = &metrics.token_sha256;
+        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ConfigError::invalid(
+                "metrics.token_sha256",
+                "give the SHA-256 of the scrapers' bearer token as 64 lower-case hex digits, e.g. from `printf %s \"$TOKEN\" | sha256sum`",
+            ));
+        }
+        if hash == EMPTY {
+            return Err(ConfigError::invalid(
+                "metrics.token_sha256",
+                "this is the SHA-256 of an empty token; make a long random one, e.g. `openssl rand -hex 32`",
+            ));
+        }
+        if metrics.listen == self.server.listen {
+            return Err(ConfigError::invalid(
+                "metrics.listen",
+                "must differ from server.listen: metrics have a listener of their own",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_projects(&self) -> Result<(), ConfigError> {

@@ -86,14 +86,43 @@ fn hash_password_refuses_an_empty_password() {
 #[tokio::test]
 async fn the_log_never_shows_a_password_cookie_or_hash() {
     let dir = tempfile::tempdir().unwrap();
+    // With metrics on a listener of their own, whose token must not show either.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_token = "metrics-token-f00d";
+    let metrics = format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\ntoken_sha256 = \"{}\"\n",
+        crate::metrics_api::sha256_hex(metrics_token)
+    );
     let server = ServerProcess::start(
         std::path::Path::new(CONVERGE),
-        &config_text(dir.path(), ""),
+        &config_text(dir.path(), &metrics),
         dir.path(),
         "trace",
     );
     let url = server.url.clone();
     let client = reqwest::Client::builder().build().unwrap();
+    let scraped = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .bearer_auth(metrics_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        scraped.status(),
+        200,
+        "the binary serves metrics when configured"
+    );
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("converge_migrations_running 0")
+    );
 
     let wrong = client
         .post(format!("{url}/api/login"))
@@ -138,6 +167,7 @@ async fn the_log_never_shows_a_password_cookie_or_hash() {
         cookie_value.as_str(),
         crate::support::admin_hash(),
         "$argon2",
+        metrics_token,
     ] {
         assert!(!log.contains(secret), "the log shows {secret:?}:\n{log}");
     }

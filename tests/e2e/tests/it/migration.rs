@@ -15,6 +15,60 @@ async fn lab_server() -> TestServer {
     TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
 }
 
+/// The Prometheus token of [`lab_server_with_metrics`].
+const METRICS_TOKEN: &str = "e2e scrape token";
+
+/// A lab server with its metrics listener; the metrics' URL.
+async fn lab_server_with_metrics() -> (TestServer, String) {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(METRICS_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = format!(
+        "{HOSTS_CONFIG}\n[metrics]\nlisten = \"127.0.0.1:9184\"\ntoken_sha256 = \"{hash}\"\n"
+    );
+    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), &config).await;
+    // The config's address is for the `converge` binary; a test binds a free port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(converge_server::metrics::serve(
+        listener,
+        server.state.clone(),
+    ));
+    (server, url)
+}
+
+/// One scrape: each series (name and labels as written) with its value.
+async fn scrape(url: &str) -> Vec<(String, f64)> {
+    let text = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The value of the series that starts with `prefix`, if one does.
+fn metric(scraped: &[(String, f64)], prefix: &str) -> Option<f64> {
+    scraped
+        .iter()
+        .find(|(series, _)| series.starts_with(prefix))
+        .map(|(_, v)| *v)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_vm_migrates_with_samples_then_final_stats() {
     let lab = Lab::acquire().await;
@@ -84,7 +138,7 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
     let lab = Lab::acquire().await;
     // Dirties 128 MiB at 100 MiB/s over a 32 MiB/s link: pre-copy cannot catch up.
     lab.start_vm("t-loop", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let (server, metrics) = lab_server_with_metrics().await;
     let otto = Client::login(&server.url, "otto", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&otto, "t-loop", "a").await;
     let id = start(&otto, &uuid, "b", 32).await;
@@ -135,6 +189,29 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
         "pass boundaries recorded"
     );
 
+    // What Prometheus sees of it: the route, the pass, the wire, a verdict.
+    let scraped = scrape(&metrics).await;
+    let route = r#"{vm="t-loop",source="a",destination="b""#;
+    assert_eq!(metric(&scraped, "converge_migrations_running "), Some(1.0));
+    assert_eq!(metric(&scraped, r#"converge_host_up{host="b"}"#), Some(1.0));
+    assert!(
+        metric(&scraped, &format!("converge_migration_iteration{route}")) >= Some(3.0),
+        "{scraped:?}"
+    );
+    let wire = metric(
+        &scraped,
+        &format!("converge_migration_transfer_bytes_per_second{route}"),
+    );
+    assert!(wire.is_some_and(|w| w > 1e6), "{scraped:?}");
+    assert_eq!(
+        metric(
+            &scraped,
+            &format!("converge_migration_verdict{route},verdict=")
+        ),
+        Some(1.0),
+        "{scraped:?}"
+    );
+
     let (status, body) = otto
         .post(&format!("/api/migrations/{id}/abort"), json!({}))
         .await;
@@ -148,6 +225,20 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
         .post(&format!("/api/migrations/{id}/abort"), json!({}))
         .await;
     assert_eq!(status, 409, "aborting twice is a conflict");
+    // Counted, and its live series gone.
+    let scraped = scrape(&metrics).await;
+    assert_eq!(
+        metric(
+            &scraped,
+            r#"converge_migrations_finished_total{outcome="aborted"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(metric(&scraped, "converge_migrations_running "), Some(0.0));
+    assert!(
+        !scraped.iter().any(|(series, _)| series.contains("t-loop")),
+        "{scraped:?}"
+    );
 
     assert_eq!(
         lab.state_on("a", "t-loop").await.as_deref(),
