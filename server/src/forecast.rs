@@ -116,7 +116,9 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         );
         f.expected_pause_ms = last.expected_downtime_ms;
         f.eta_min_s = Some(0);
-        f.eta_max_s = Some(to_end_of_pass_s.max(1));
+        // The rest of this pass, then the pause and the completion's report (the lab's
+        // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
+        f.eta_max_s = Some(to_end_of_pass_s.max(1) + SWITCHOVER_S);
         return Some(f);
     }
     let Some(&set) = sets.last() else {
@@ -138,7 +140,9 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         );
         f.expected_pause_ms = Some(set.saturating_mul(1000) / wire.max(1));
         f.eta_min_s = Some(0);
-        f.eta_max_s = Some(to_end_of_pass_s.max(1));
+        // The rest of this pass, then the pause and the completion's report (the lab's
+        // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
+        f.eta_max_s = Some(to_end_of_pass_s.max(1) + SWITCHOVER_S);
         return Some(f);
     }
     // xbzrle sends pass 2 whole while it fills its cache; its deltas start in pass 3, so

@@ -23,6 +23,23 @@ pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
     panic!("the server never listed {name} running on {host}");
 }
 
+/// Waits (within 30 s) until the server holds a connection to `host`.
+pub async fn wait_connected(client: &Client, host: &str) {
+    for _ in 0..120 {
+        let hosts = client.get("/api/hosts").await;
+        let connected = hosts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["name"] == host && h["state"] == "connected");
+        if connected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the server never connected to host {host}");
+}
+
 /// Starts a migration of `vm_uuid` to `destination` at `bandwidth_mib_s`, with no
 /// capabilities and no deadline, and returns its id.
 pub async fn start(
@@ -47,6 +64,9 @@ pub async fn start_with(
     destination: &str,
     settings: Value,
 ) -> String {
+    // A test's server connects to both hosts in parallel; the source VM being listed
+    // says nothing of the destination.
+    wait_connected(client, destination).await;
     let (status, body) = client
         .post(
             "/api/migrations",

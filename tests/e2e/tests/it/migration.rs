@@ -192,7 +192,7 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
     // What Prometheus sees of it: the route, the pass, the wire, a verdict.
     let scraped = scrape(&metrics).await;
     let route = r#"{vm="t-loop",source="a",destination="b""#;
-    assert_eq!(metric(&scraped, "converge_migrations_running "), Some(1.0));
+    assert_eq!(metric(&scraped, "converge_migrations_running"), Some(1.0));
     assert_eq!(metric(&scraped, r#"converge_host_up{host="b"}"#), Some(1.0));
     assert!(
         metric(&scraped, &format!("converge_migration_iteration{route}")) >= Some(3.0),
@@ -234,7 +234,7 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
         ),
         Some(1.0)
     );
-    assert_eq!(metric(&scraped, "converge_migrations_running "), Some(0.0));
+    assert_eq!(metric(&scraped, "converge_migrations_running"), Some(0.0));
     assert!(
         !scraped.iter().any(|(series, _)| series.contains("t-loop")),
         "{scraped:?}"
