@@ -216,10 +216,23 @@ impl Live {
 /// reporting its state in `state` and running `on_event` under that owner. When the browser
 /// gives up on the stream (it got an error answer rather than a dropped connection), asks
 /// who we are: a session that has ended goes back to sign-in with the server's reason;
-/// otherwise a new stream opens two seconds later and `catch_up` reloads what it missed.
+/// otherwise a new stream replaces it two seconds later and `catch_up` reloads what it
+/// missed.
 pub fn follow_events(
     session: Session,
     state: RwSignal<StreamState>,
+    on_event: Rc<dyn Fn(LiveEvent)>,
+    catch_up: Rc<dyn Fn()>,
+) {
+    let current = StoredValue::new(None::<SendWrapper<EventStream>>);
+    on_cleanup(move || current.dispose());
+    open_events(session, state, current, on_event, catch_up);
+}
+
+fn open_events(
+    session: Session,
+    state: RwSignal<StreamState>,
+    current: StoredValue<Option<SendWrapper<EventStream>>>,
     on_event: Rc<dyn Fn(LiveEvent)>,
     catch_up: Rc<dyn Fn()>,
 ) {
@@ -242,7 +255,7 @@ pub fn follow_events(
                     move || {
                         owner.with(|| {
                             catch_up();
-                            follow_events(session, state, on_event, catch_up.clone());
+                            open_events(session, state, current, on_event, catch_up.clone());
                         });
                     },
                     std::time::Duration::from_secs(2),
@@ -251,10 +264,8 @@ pub fn follow_events(
         });
     };
     match EventStream::open(events, on_state) {
-        Ok(stream) => {
-            let stream = StoredValue::new(SendWrapper::new(stream));
-            on_cleanup(move || stream.dispose());
-        }
+        // Replacing the stream the browser gave up on drops it, listeners and all.
+        Ok(stream) => current.set_value(Some(SendWrapper::new(stream))),
         Err(_) => state.set(StreamState::Closed),
     }
 }

@@ -87,9 +87,11 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
     let id = start_with(&admin, &uuid, "b", settings).await;
     // The first ETA range once xbzrle's deltas flow (pass 3 on), from a "converging" or
     // (when the passes shrink faster than a reading) "switching over" verdict, and the
-    // sample it was made at; and whether it was called converging on the way.
+    // sample it was made at; whether it was called converging (or, when the deltas finish
+    // between two readings, switching over) on the way; and any verdict that gave it up.
     let mut first: Option<(i64, u64, u64)> = None;
     let mut called_converging = false;
+    let mut given_up = Vec::new();
     let mut trace = Vec::new();
     let done = wait_until(&admin, &id, Duration::from_secs(120), "ended", |d| {
         let m = &d["migration"];
@@ -105,7 +107,11 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
             trace.push(seen);
         }
         let pass = m["last_sample"]["iteration"].as_u64().unwrap_or(0);
-        called_converging |= pass >= 3 && f["verdict"] == "converging";
+        called_converging |=
+            pass >= 3 && (f["verdict"] == "converging" || f["verdict"] == "switching_over");
+        if pass >= 3 && (f["verdict"] == "will_not_converge" || f["verdict"] == "stalled") {
+            given_up.push(format!("pass {pass}: {} — {}", f["verdict"], f["reason"]));
+        }
         if first.is_none()
             && pass >= 3
             && (f["verdict"] == "converging" || f["verdict"] == "switching_over")
@@ -124,6 +130,10 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
     assert!(
         called_converging,
         "never called converging once deltas flowed"
+    );
+    assert!(
+        given_up.is_empty(),
+        "a guest that finished was given up on: {given_up:?}"
     );
     let (at, lo, hi) = first.expect("an ETA range before the end");
     let ended = done["migration"]["ended_at_ms"].as_i64().unwrap();
