@@ -253,6 +253,10 @@ fn open_events(
                 // Still signed in (or the server is unreachable: the next stream will say).
                 _ => set_timeout(
                     move || {
+                        // The page may have gone in the meantime: its signals with it.
+                        if current.is_disposed() {
+                            return;
+                        }
                         owner.with(|| {
                             catch_up();
                             open_events(session, state, current, on_event, catch_up.clone());

@@ -1,7 +1,6 @@
 //! Real headless Chromium through chromedriver (Debian's `chromium` and
 //! `chromium-driver`), with helpers split into locating, acting and checking.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -31,11 +30,8 @@ impl Browser {
         let chromedriver =
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
         let port = free_port();
-        // Its own process group, which the Chromium it starts joins: killing chromedriver
-        // alone would leave Chromium running after a failed test.
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
-            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -189,24 +185,74 @@ impl Browser {
         path
     }
 
+    /// The processes chromedriver runs (Chromium and its helpers).
+    pub fn browser_pids(&self) -> Vec<u32> {
+        self.driver
+            .as_ref()
+            .map_or_else(Vec::new, |d| descendants(d.id()))
+    }
+
     /// Ends the WebDriver session, chromedriver and Chromium.
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
         self.kill();
     }
 
-    /// Kills chromedriver's process group: chromedriver and every Chromium process.
+    /// Kills chromedriver and every process under it (Chromium and its helpers): killing
+    /// chromedriver alone would leave Chromium running after a failed test. (They stay in
+    /// the terminal's process group, so a Ctrl-C still reaches them too.)
     fn kill(&mut self) {
         let Some(mut driver) = self.driver.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", driver.id())])
-            .stderr(Stdio::null())
-            .status();
+        let pids: Vec<String> = descendants(driver.id())
+            .iter()
+            .map(u32::to_string)
+            .collect();
+        if !pids.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&pids)
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = driver.kill();
         let _ = driver.wait();
     }
+}
+
+/// Every process below `root`, from the parent ids in `/proc/<pid>/stat`.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (name) state ppid …"; the name may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while let Some(&parent) = found.get(i) {
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.split_off(1)
 }
 
 impl Drop for Browser {

@@ -28,6 +28,8 @@ pub enum Error {
     BadName,
     /// An import of a kind this tool does not know how to skip.
     UnknownImportKind(u8),
+    /// Table or memory limits with flags this tool does not know how to skip.
+    UnknownLimits(u8),
     /// A generated name the wasm imports is absent from the glue: the glue is not the one
     /// wasm-bindgen wrote for this module.
     NotInGlue(String),
@@ -40,6 +42,7 @@ impl fmt::Display for Error {
             Self::Truncated => f.write_str("the wasm binary is truncated"),
             Self::BadName => f.write_str("an import or export name is not UTF-8"),
             Self::UnknownImportKind(k) => write!(f, "unknown import kind 0x{k:02x}"),
+            Self::UnknownLimits(flags) => write!(f, "unknown limits flags 0x{flags:02x}"),
             Self::NotInGlue(name) => write!(
                 f,
                 "the wasm imports {name} but the JS glue never names it: is it the glue of this module?"
@@ -254,7 +257,12 @@ impl<'a> Reader<'a> {
     }
 
     fn limits(&mut self) -> Result<(), Error> {
+        // Bit 0: a maximum follows; bit 1: shared; bit 2: 64-bit (same LEB encoding).
+        // Anything else (custom page sizes add a field) must not be skipped blindly.
         let flags = self.byte()?;
+        if flags & !0x07 != 0 {
+            return Err(Error::UnknownLimits(flags));
+        }
         self.leb()?;
         if flags & 1 != 0 {
             self.leb()?;

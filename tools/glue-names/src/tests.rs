@@ -139,6 +139,18 @@ fn broken_binaries_are_refused() {
 }
 
 #[test]
+fn limits_it_cannot_skip_are_refused_rather_than_misread() {
+    let mut wasm = module(SET_ATTRIBUTE);
+    // The memory import's limits flags (1: a maximum) become 0x09 (custom page size).
+    let at = wasm
+        .windows(5)
+        .position(|w| w == [2, 1, 17, 0xac, 0x02])
+        .unwrap();
+    wasm[at + 1] = 0x09;
+    assert_eq!(rename(&wasm, GLUE).unwrap_err(), Error::UnknownLimits(0x09));
+}
+
+#[test]
 fn only_hashed_names_count_as_generated() {
     for name in [
         SET_ATTRIBUTE,

@@ -6,6 +6,7 @@ mod audiences;
 mod cards;
 mod control;
 mod forecast;
+mod harness;
 mod login;
 mod migration;
 mod restart;
