@@ -27,6 +27,7 @@ use crate::error::{ApiError, Json};
 use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 use principal::{AUTH_KEY, SessionAuth};
+use sha2::{Digest, Sha256};
 
 /// Longest password accepted; argon2 hashes anything, but a megabyte of it is an attack.
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -161,4 +162,16 @@ pub(crate) async fn sign_in_kiosk(
 
 pub(crate) async fn me(principal: Principal) -> Json<Me> {
     Json(principal.user.me())
+}
+
+/// The SHA-256 of a bearer secret, as lower-case hex: how kiosk tokens are stored and how
+/// the metrics token is configured. (Such secrets are long and random, so a fast hash is
+/// enough; passwords get argon2.)
+pub(crate) fn secret_sha256(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Bytes as lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

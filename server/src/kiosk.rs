@@ -14,12 +14,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use converge_api::{CreatedKioskToken, KioskSignIn, KioskToken, Me, NewKioskToken};
 use password_hash::rand_core::{OsRng, RngCore};
-use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 use tower_sessions::Session;
 
 use crate::audit;
-use crate::auth::{ClientAddr, ManageKiosk, Require, User, sign_in_kiosk};
+use crate::auth::{ClientAddr, ManageKiosk, Require, User, hex, secret_sha256, sign_in_kiosk};
 use crate::error::{ApiError, Json};
 use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
@@ -64,7 +63,7 @@ impl KioskTokens {
     /// The live token with this secret.
     pub fn find(&self, secret: &str) -> Option<KioskToken> {
         let registry = self.read();
-        let id = registry.by_hash.get(&hash(secret))?;
+        let id = registry.by_hash.get(&secret_sha256(secret))?;
         registry.tokens.get(id).cloned()
     }
 
@@ -154,14 +153,6 @@ struct TokenRow {
     revoked_at_ms: Option<i64>,
 }
 
-fn hash(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `GET /api/kiosk-tokens`: every token, newest first, without secrets.
 pub(crate) async fn list(
     _: Require<ManageKiosk>,
@@ -191,7 +182,7 @@ pub(crate) async fn create(
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     let secret = hex(&secret);
-    let secret_sha256 = hash(&secret);
+    let digest = secret_sha256(&secret);
     let now_ms = unix_ms_now(&*state.clock);
     let username = admin.user.username.clone();
     // The audit row comes first: a token that exists was recorded.
@@ -211,7 +202,7 @@ pub(crate) async fn create(
          VALUES (?, ?, ?, ?) RETURNING id",
     )
     .bind(&label)
-    .bind(&secret_sha256)
+    .bind(&digest)
     .bind(now_ms)
     .bind(&username)
     .fetch_one(&state.db)
@@ -223,7 +214,7 @@ pub(crate) async fn create(
     let row = TokenRow {
         id,
         label,
-        secret_sha256,
+        secret_sha256: digest,
         created_at_ms: now_ms,
         created_by: username,
         last_used_at_ms: None,
@@ -354,7 +345,7 @@ mod tests {
     #[test]
     fn secrets_are_stored_as_their_sha256() {
         assert_eq!(
-            hash("abc"),
+            secret_sha256("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
@@ -365,7 +356,7 @@ mod tests {
         let row = |id, revoked| TokenRow {
             id,
             label: format!("screen {id}"),
-            secret_sha256: hash(&format!("secret {id}")),
+            secret_sha256: secret_sha256(&format!("secret {id}")),
             created_at_ms: 0,
             created_by: "admin".into(),
             last_used_at_ms: None,

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use converge_api::{Host, HostState, Migration, MigrationState};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::AppState;
@@ -85,8 +84,7 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
 /// Whether `token` hashes to `expected_hex` (lower-case hex, checked by the config),
 /// comparing every digit.
 fn token_matches(token: &str, expected_hex: &str) -> bool {
-    let digest = Sha256::digest(token.as_bytes());
-    let actual: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let actual = crate::auth::secret_sha256(token);
     actual.len() == expected_hex.len()
         && actual
             .bytes()

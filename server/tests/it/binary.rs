@@ -95,7 +95,7 @@ async fn the_log_never_shows_a_password_cookie_or_hash() {
     let metrics_token = "metrics-token-f00d";
     let metrics = format!(
         "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\ntoken_sha256 = \"{}\"\n",
-        crate::metrics_api::sha256_hex(metrics_token)
+        crate::support::sha256_hex(metrics_token)
     );
     let server = ServerProcess::start(
         std::path::Path::new(CONVERGE),

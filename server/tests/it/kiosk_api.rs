@@ -7,19 +7,13 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, StatusCode, header};
 use converge_server::routes::ROUTES;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::support::{ADMIN_PASSWORD, LiveServer, Reply, TENANT_PASSWORD, TestApp, request};
+use crate::support::{
+    ADMIN_PASSWORD, LiveServer, Reply, TENANT_PASSWORD, TestApp, request, sha256_hex,
+};
 
 const INVALID_LINK: &str =
     "this kiosk link is not valid (revoked, or mistyped); ask an admin for a new one";
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// `POST /api/kiosk-tokens` as `admin`; the token's id and its secret.
 async fn create_token(app: &TestApp, admin: &str, label: &str) -> (i64, String) {

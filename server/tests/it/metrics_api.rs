@@ -6,18 +6,10 @@ use std::sync::Arc;
 use axum::http::{StatusCode, header};
 use converge_api::{Migration, MigrationState};
 use converge_server::config::Config;
-use sha2::{Digest, Sha256};
 
-use crate::support::{TestApp, config_text};
+use crate::support::{TestApp, config_text, sha256_hex};
 
 const TOKEN: &str = "a long random scrape token";
-
-pub fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn metrics_section(token_sha256: &str) -> String {
     format!("[metrics]\nlisten = \"127.0.0.1:9184\"\ntoken_sha256 = \"{token_sha256}\"\n")

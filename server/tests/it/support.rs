@@ -292,3 +292,12 @@ pub async fn http_login(url: &str, username: &str, password: &str) -> String {
     let set = reply.headers()["set-cookie"].to_str().unwrap();
     set.split(';').next().unwrap().to_owned()
 }
+
+/// SHA-256 of `text` as lower-case hex: how kiosk and metrics tokens are kept.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

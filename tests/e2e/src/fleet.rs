@@ -6,38 +6,39 @@ use serde_json::{Value, json};
 
 use crate::client::Client;
 
-/// UUID of the VM called `name` on `host`, once the server lists it (within 30 s).
-pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
+/// Polls the JSON list at `path` (within 30 s) until an entry satisfies `wanted`.
+async fn wait_listed(
+    client: &Client,
+    path: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Option<Value> {
     for _ in 0..120 {
-        let vms = client.get("/api/vms").await;
-        let found = vms
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|vm| vm["name"] == name && vm["host"] == host && vm["state"] == "running");
-        if let Some(vm) = found {
-            return vm["uuid"].as_str().unwrap_or_default().to_owned();
+        let list = client.get(path).await;
+        if let Some(found) = list.as_array().into_iter().flatten().find(|v| wanted(v)) {
+            return Some(found.clone());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    panic!("the server never listed {name} running on {host}");
+    None
+}
+
+/// UUID of the VM called `name` on `host`, once the server lists it (within 30 s).
+pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
+    let vm = wait_listed(client, "/api/vms", |vm| {
+        vm["name"] == name && vm["host"] == host && vm["state"] == "running"
+    })
+    .await
+    .unwrap_or_else(|| panic!("the server never listed {name} running on {host}"));
+    vm["uuid"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Waits (within 30 s) until the server holds a connection to `host`.
 pub async fn wait_connected(client: &Client, host: &str) {
-    for _ in 0..120 {
-        let hosts = client.get("/api/hosts").await;
-        let connected = hosts
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|h| h["name"] == host && h["state"] == "connected");
-        if connected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the server never connected to host {host}");
+    wait_listed(client, "/api/hosts", |h| {
+        h["name"] == host && h["state"] == "connected"
+    })
+    .await
+    .unwrap_or_else(|| panic!("the server never connected to host {host}"));
 }
 
 /// Starts a migration of `vm_uuid` to `destination` at `bandwidth_mib_s`, with no
