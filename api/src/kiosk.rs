@@ -18,6 +18,8 @@ pub struct KioskToken {
     pub last_used_at_ms: Option<i64>,
     /// When it was revoked (unix ms); a revoked token opens nothing.
     pub revoked_at_ms: Option<i64>,
+    /// When it stops working by itself (unix ms); none: until revoked.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// Body of `POST /api/kiosk-tokens`.
@@ -27,6 +29,8 @@ pub struct KioskToken {
 pub struct NewKioskToken {
     /// Which screen it is for: 1–64 printable characters.
     pub label: String,
+    /// Days until the link stops working by itself (1–3650); none: until revoked.
+    pub expires_in_days: Option<u32>,
 }
 
 /// Answer of `POST /api/kiosk-tokens`: the token and, this once, its secret.

@@ -67,6 +67,18 @@ pub struct XbzrleStats {
     pub overflow: u64,
 }
 
+impl XbzrleStats {
+    /// Share of the pages looked up in the cache that were found there, whole percent;
+    /// `None` before any page was looked up. Counters are libvirt's word: any values,
+    /// even absurd ones, give an answer in 0–100 and never overflow.
+    pub fn hit_rate_pct(&self) -> Option<u32> {
+        let looked_up = u128::from(self.pages) + u128::from(self.cache_misses);
+        (100 * u128::from(self.pages))
+            .checked_div(looked_up)
+            .and_then(|pct| u32::try_from(pct).ok())
+    }
+}
+
 /// One reading of a migration's job statistics (`virsh domjobinfo`), with derived values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]

@@ -1,12 +1,12 @@
 //! The audit log in the database, and `GET /api/audit` (admins).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use converge_api::AuditEntry;
 use serde::Deserialize;
 use sqlx::SqlitePool;
 
 use crate::auth::{ReadAudit, Require};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Query};
 use crate::state::AppState;
 
 /// An action about to be recorded.

@@ -1,8 +1,10 @@
 //! Sign-in, sign-out and "who am I", plus the extractors that guard every other route.
 
 mod client_addr;
+mod password;
 mod permissions;
 mod principal;
+mod sessions;
 mod throttle;
 mod users;
 
@@ -14,12 +16,14 @@ use converge_api::{LoginRequest, Me};
 use tower_sessions::Session;
 
 pub use client_addr::ClientAddr;
+pub use password::{CheckError, PasswordChecks};
 pub use permissions::{
     ManageKiosk, Operate, Permission, ReadAudit, Require, ViewFleet, ViewOwnVms, allows,
 };
 pub use principal::Principal;
-pub(crate) use principal::still_signed_in;
+pub use sessions::{Sessions, StreamOwner, StreamTicket, TooManyStreams};
 pub use throttle::LoginThrottle;
+pub(crate) use throttle::network_of;
 pub use users::{User, UserDirectory, hash_password};
 
 use crate::audit;
@@ -49,40 +53,44 @@ pub(crate) async fn login(
             "a username is at most 128 bytes and a password at most {MAX_PASSWORD_BYTES}"
         )));
     }
-    if let Err(wait) = state.throttle.check(&username, client_addr, Instant::now()) {
-        tracing::warn!(%username, %client_addr, retry_after_s = wait.as_secs(), "sign-in throttled");
-        return Err(ApiError::Throttled {
-            retry_after_secs: wait.as_secs_f64().ceil() as u64,
-        });
-    }
-
-    // Argon2 costs ~20 MiB and tens of milliseconds: a few at a time, off the executor.
-    let permit = state
+    // A name that is no account is often a password typed in the wrong field: it is
+    // neither logged nor recorded.
+    let who = if state.users.get(&username).is_some() {
+        username.clone()
+    } else {
+        "(unknown user)".to_owned()
+    };
+    // Counted as a failure now, before it waits for a check: concurrent guesses cannot
+    // all pass the limit before the first of them is decided.
+    let attempt = match state.throttle.begin(&username, client_addr, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::warn!(username = %who, %client_addr, retry_after_s = wait.as_secs(), "sign-in throttled");
+            return Err(ApiError::Throttled {
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+    };
+    let checked = state
         .password_checks
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|err| ApiError::internal("password check queue", err))?;
-    let users = state.users.clone();
-    let name = username.clone();
-    let user = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        users.verify(&name, &password)
-    })
-    .await
-    .map_err(|err| ApiError::internal("password check", err))?;
+        .verify(state.users.clone(), username.clone(), password)
+        .await;
+    let user = match checked {
+        Ok(user) => user,
+        Err(CheckError::Busy) => {
+            state.throttle.withdraw(attempt);
+            tracing::warn!(%client_addr, "sign-in refused: every password check slot is busy");
+            return Err(ApiError::Busy);
+        }
+        Err(err @ CheckError::Failed(_)) => {
+            state.throttle.withdraw(attempt);
+            return Err(ApiError::internal("password check", err));
+        }
+    };
 
     let Some(user) = user else {
-        state
-            .throttle
-            .record_failure(&username, client_addr, Instant::now());
-        // A name that is no account is often a password typed in the wrong field: it is
-        // neither logged nor recorded.
-        let who = if state.users.get(&username).is_some() {
-            username.clone()
-        } else {
-            "(unknown user)".to_owned()
-        };
+        // The attempt stays counted.
+        drop(attempt);
         tracing::warn!(username = %who, %client_addr, "sign-in refused: wrong username or password");
         record_sign_in(
             &state,
@@ -93,7 +101,7 @@ pub(crate) async fn login(
         .await?;
         return Err(ApiError::BadCredentials);
     };
-    state.throttle.record_success(&username);
+    state.throttle.succeeded(attempt);
     record_sign_in(&state, &username, client_addr, "ok").await?;
     // A new id at sign-in, so that an id planted before it (session fixation) is worthless.
     session.cycle_id().await?;

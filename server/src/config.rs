@@ -7,13 +7,13 @@
 mod validate;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use converge_api::Role;
 use serde::Deserialize;
 
-pub use validate::ConfigError;
+pub use validate::{ConfigError, MAX_PASSWORD_MEMORY_KIB};
 
 /// Everything the server needs to start.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,15 +70,48 @@ pub struct MetricsConfig {
     pub token_sha256: String,
 }
 
-/// `[[projects]]`: a project and the VMs it owns. A VM's project comes from here first,
-/// else from OpenStack Nova's metadata in its domain XML (`<nova:project uuid="…">`).
+/// `[[projects]]`: a project and the VMs it owns. A VM's project is, first, the one that
+/// lists its UUID here; else the one in OpenStack Nova's metadata in its domain XML
+/// (`<nova:project uuid="…">`); else the one that lists it as `host/name`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     /// The project's name, as listed in tenants' `projects`.
     pub name: String,
-    /// Its VMs, each by UUID or by domain name.
+    /// Its VMs, each by UUID or as `host/domain-name` (a name is only unique per host).
     pub vms: Vec<String>,
+}
+
+/// One entry of `[[projects]] vms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectVm<'a> {
+    /// A domain UUID, lower-case as libvirt reports it.
+    Uuid(&'a str),
+    /// A domain name on one host.
+    OnHost {
+        /// The host's `[[hosts]] name`.
+        host: &'a str,
+        /// The domain's name there.
+        name: &'a str,
+    },
+}
+
+impl<'a> ProjectVm<'a> {
+    /// Reads an entry: a UUID (8-4-4-4-12 hex digits) or `host/name`; `None` otherwise.
+    pub fn parse(entry: &'a str) -> Option<Self> {
+        let entry = entry.trim();
+        let is_uuid = entry.len() == 36
+            && entry.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if is_uuid {
+            return Some(Self::Uuid(entry));
+        }
+        let (host, name) = entry.split_once('/')?;
+        (!host.is_empty() && !name.is_empty() && !name.contains('/'))
+            .then_some(Self::OnHost { host, name })
+    }
 }
 
 /// `[migrations]`: defaults for starting migrations.
@@ -147,6 +180,12 @@ pub struct EventsConfig {
     pub replay_buffer: usize,
     /// Seconds between keep-alive comments on an idle stream.
     pub keepalive_s: u64,
+    /// Live streams one account (or one kiosk link) may have open at once; one more is
+    /// refused with 429 (the streams already open keep going).
+    pub max_streams_per_principal: usize,
+    /// Seconds between checks for streams whose session expired (sign-outs and revoked
+    /// kiosk links end their streams at once).
+    pub session_check_s: u64,
 }
 
 impl Default for EventsConfig {
@@ -154,6 +193,8 @@ impl Default for EventsConfig {
         Self {
             replay_buffer: 4096,
             keepalive_s: 15,
+            max_streams_per_principal: 8,
+            session_check_s: 10,
         }
     }
 }
@@ -166,14 +207,31 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Folder of the built dashboard (Trunk's `dist/`); relative to the config file.
     pub dist_dir: PathBuf,
-    /// Take the client address from the last `X-Forwarded-For` entry. Only turn this on
-    /// behind a reverse proxy that sets it; otherwise clients could pick their own address
-    /// and dodge the per-address sign-in throttle.
+    /// Replaced by `trusted_proxies`; refused when set to true, with a message saying so.
     pub trust_forwarded_for: bool,
+    /// Addresses or networks (`10.0.0.5`, `10.0.0.0/24`, `fd00::/8`) of reverse proxies
+    /// whose `X-Forwarded-For` is believed: the client is the rightmost address in it
+    /// that is not one of these. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<ProxyNet>,
+    /// Host names (`converge.example.org`, or `name:port` to pin the port) this server
+    /// answers to besides its listen address, `localhost`, `127.0.0.1` and `[::1]`. A
+    /// request for any other `Host` is refused before anything else (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     /// Origins (`https://converge.example.org`) that may send state-changing requests
     /// besides the one the browser asked for (its `Host`). Needed only behind a reverse
     /// proxy that rewrites `Host`; everything else from another site is refused (CSRF).
     pub allowed_origins: Vec<String>,
+    /// Seconds a connection may take to send a whole request header, counted from when it
+    /// connects or its last answer ended: this is also how long an idle keep-alive
+    /// connection is kept.
+    pub header_timeout_s: u64,
+    /// Seconds a request body may take to arrive.
+    pub body_timeout_s: u64,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) may hold at once; trusted proxies
+    /// are exempt.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -182,8 +240,81 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             dist_dir: PathBuf::from("dist"),
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            header_timeout_s: 10,
+            body_timeout_s: 10,
+            max_connections: 1024,
+            max_connections_per_address: 128,
         }
+    }
+}
+
+/// An address or a network in CIDR notation, as `server.trusted_proxies` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl ProxyNet {
+    /// Whether `addr` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = unmap(addr);
+        match (self.network, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn unmap(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("\"{text}\" is not an address or a network like 10.0.0.0/24");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network = unmap(addr.trim().parse::<IpAddr>().map_err(|_| bad())?);
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -4,8 +4,8 @@
 //! Internal errors are logged here, once, with their cause; the client only learns that
 //! something went wrong on the server.
 
-use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use converge_api::ErrorBody;
@@ -35,6 +35,15 @@ pub enum ApiError {
         /// Seconds until an attempt will be considered again.
         retry_after_secs: u64,
     },
+    /// Every password check slot is busy and the line for them is full.
+    #[error("the server is busy checking other sign-ins; try again in a second")]
+    Busy,
+    /// The caller already has as many live streams open as it may.
+    #[error("{0}")]
+    TooManyStreams(String),
+    /// The request named a `Host` this server does not answer to.
+    #[error("{0}")]
+    ForeignHost(String),
     /// Signed in, but the role does not allow this.
     #[error("your role does not allow this")]
     Forbidden,
@@ -87,8 +96,11 @@ impl ApiError {
             | Self::BadCredentials
             | Self::KioskTokenInvalid => StatusCode::UNAUTHORIZED,
             Self::CrossSite(_) => StatusCode::FORBIDDEN,
-            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Throttled { .. } | Self::Busy | Self::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -110,10 +122,16 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let Self::Throttled { retry_after_secs } = self {
+        let retry_after_secs = match self {
+            Self::Throttled { retry_after_secs } => Some(retry_after_secs),
+            Self::Busy => Some(1),
+            Self::TooManyStreams(_) => Some(10),
+            _ => None,
+        };
+        if let Some(secs) = retry_after_secs {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -150,6 +168,29 @@ pub struct Json<T>(pub T);
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// A query string read into `T`; one that cannot be is a 400 with a message, in JSON like
+/// every other error.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Path parameters read into `T`; ones that cannot be are a 400 with a message, in JSON.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::BadRequest(format!("invalid path: {}", rejection.body_text()))
     }
 }
 

@@ -138,10 +138,58 @@ impl Fleet {
     }
 
     /// Applies host reports until every worker is gone.
-    pub async fn run(self, mut reports: mpsc::UnboundedReceiver<Report>) {
+    pub async fn run(self, reports: mpsc::UnboundedReceiver<Report>) {
+        self.run_with(reports, FleetState::apply).await;
+    }
+
+    /// [`Self::run`] with the function that applies a report (tests inject a faulty one).
+    ///
+    /// A panic while applying one report is caught, logged, and noted on the migration
+    /// it was about; the loop carries on with the next. Without this, one bad reading
+    /// would end the task: every later report would be dropped, and the API would keep
+    /// serving a fleet frozen at that moment, with nothing to say so. (The state's lock
+    /// is not poisoned for the readers: every lock here ignores poisoning.)
+    pub async fn run_with(
+        self,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+        apply: impl Fn(&mut FleetState, Report, i64) -> Vec<Change>,
+    ) {
         while let Some(report) = reports.recv().await {
-            self.update(|state, now_ms| state.apply(report, now_ms));
+            let vm_uuid = report.vm_uuid().map(str::to_owned);
+            let kind = report_kind(&report);
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.update(|state, now_ms| apply(state, report, now_ms));
+            }));
+            if let Err(panic) = applied {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(report = kind, vm = vm_uuid.as_deref().unwrap_or("-"), panic = %message, "a host report could not be applied; carrying on");
+                if let Some(vm_uuid) = vm_uuid {
+                    let noted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.update(|state, now_ms| state.report_failed(&vm_uuid, now_ms));
+                    }));
+                    if noted.is_err() {
+                        tracing::error!(vm = %vm_uuid, "could not note the failed report either");
+                    }
+                }
+            }
         }
+    }
+}
+
+/// The report's kind, for the log.
+fn report_kind(report: &Report) -> &'static str {
+    match report {
+        Report::Connection { .. } => "connection",
+        Report::Domains { .. } => "domains",
+        Report::Sample { .. } => "sample",
+        Report::JobEnded { .. } => "job_ended",
+        Report::JobCompleted { .. } => "job_completed",
+        Report::Lifecycle { .. } => "lifecycle",
+        Report::MigrateReturned { .. } => "migrate_returned",
     }
 }
 
@@ -194,3 +242,6 @@ impl<T> Changes for Result<Vec<Change>, T> {
         self.as_deref().unwrap_or(&[])
     }
 }
+
+#[cfg(test)]
+mod tests;

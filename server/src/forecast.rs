@@ -71,9 +71,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
     let drain = drain_rate(input.samples).unwrap_or(wire).max(wire);
     let limit = input.downtime_limit_ms.max(1);
     let threshold = wire.saturating_mul(limit) / 1000;
-    let xbzrle_hit_pct = last
-        .xbzrle
-        .and_then(|x| u32::try_from((100 * x.pages).checked_div(x.pages + x.cache_misses)?).ok());
+    let xbzrle_hit_pct = last.xbzrle.and_then(|x| x.hit_rate_pct());
     let sets: Vec<u64> = input
         .boundaries
         .iter()
@@ -367,9 +365,7 @@ fn advise(
         let cache = (ws.saturating_mul(3) / 2)
             .next_power_of_two()
             .min(last.mem_total_bytes);
-        let hit = (100 * x.pages)
-            .checked_div(x.pages + x.cache_misses)
-            .unwrap_or(0);
+        let hit = x.hit_rate_pct().unwrap_or(0);
         out.push(Advice {
             lever: None,
             action: format!(

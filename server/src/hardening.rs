@@ -1,5 +1,12 @@
-//! What every response and every state-changing request goes through: the
-//! Content-Security-Policy and framing headers, and the cross-site request check (CSRF).
+//! What every response and every state-changing request goes through: the `Host`
+//! allow-list (DNS rebinding), the Content-Security-Policy and framing headers, and the
+//! cross-site request check (CSRF).
+//!
+//! Host: a page on `evil.test` whose name an attacker points at this server's address
+//! is same-origin with itself, so its requests carry `Host: evil.test` and a matching
+//! `Origin` — the CSRF check alone would pass them. Every request whose `Host` is not one
+//! this server answers to (`server.allowed_hosts`, the listen address, `localhost`) is
+//! refused first, with 421, before a session is read or a file served.
 //!
 //! CSRF: session cookies are `SameSite=Strict`, and every state-changing route reads JSON
 //! (which a cross-site HTML form cannot send without a CORS preflight that nothing here
@@ -21,6 +28,89 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+
+/// The host names this server answers to, lower-case, each with an optional port.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowedHosts(Arc<[(String, Option<u16>)]>);
+
+impl AllowedHosts {
+    /// `server.allowed_hosts`, the listen address (unless it is a wildcard) and the
+    /// loopback names.
+    pub(crate) fn from_config(server: &crate::config::ServerConfig) -> Self {
+        let mut hosts: Vec<(String, Option<u16>)> = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|h| ((*h).to_owned(), None))
+            .collect();
+        let ip = server.listen.ip();
+        if !ip.is_unspecified() {
+            let name = match ip {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            hosts.push((name, None));
+        }
+        hosts.extend(server.allowed_hosts.iter().map(|h| split_host(h)));
+        Self(hosts.into())
+    }
+
+    /// Whether a request with this `Host` value is for us. An entry without a port
+    /// accepts any: what rebinding changes is the name, not the port.
+    fn admits(&self, host: &str) -> bool {
+        let (name, port) = split_host(host);
+        self.0
+            .iter()
+            .any(|(n, p)| *n == name && (p.is_none() || *p == port))
+    }
+}
+
+/// `name[:port]` as lower-case name (a trailing dot dropped) and port.
+fn split_host(host: &str) -> (String, Option<u16>) {
+    let host = host.trim();
+    let (name, port) = match host.rfind(':') {
+        // `[::1]` alone has colons inside its brackets only.
+        Some(i) if !host[i..].contains(']') => (&host[..i], host[i + 1..].parse().ok()),
+        _ => (host, None),
+    };
+    (name.trim_end_matches('.').to_ascii_lowercase(), port)
+}
+
+/// Refuses a request whose `Host` (or, without one, the URI's authority) is not one we
+/// answer to.
+pub(crate) async fn refuse_foreign_host(
+    State(allowed): State<AllowedHosts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("(not text)").to_owned())
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    match host {
+        Some(host) if allowed.admits(&host) => next.run(request).await,
+        Some(host) => {
+            let shown: String = host.chars().take(80).collect();
+            tracing::warn!(host = %shown, path = %request.uri().path(), "request for a foreign host refused");
+            ApiError::ForeignHost(format!(
+                "this server does not answer to the host \"{shown}\"; use its own address \
+                 (an admin can add a name to server.allowed_hosts)"
+            ))
+            .into_response()
+        }
+        None => ApiError::BadRequest("the request has no Host header".into()).into_response(),
+    }
+}
+
+/// Marks every API answer as not to be stored by browsers or proxies: they carry a
+/// signed-in user's data.
+pub(crate) async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
 
 /// Origins allowed besides the request's own `Host`.
 #[derive(Debug, Clone, Default)]
@@ -195,6 +285,41 @@ mod tests {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn hosts_are_matched_by_name_and_pinned_ports() {
+        let config = crate::config::ServerConfig {
+            listen: "10.0.0.9:8080".parse().unwrap(),
+            allowed_hosts: vec!["Converge.Example.org".into(), "pinned.example:8443".into()],
+            ..Default::default()
+        };
+        let hosts = AllowedHosts::from_config(&config);
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "10.0.0.9:8080",
+            "converge.example.org",
+            "CONVERGE.example.org.:443",
+            "pinned.example:8443",
+        ] {
+            assert!(hosts.admits(ok), "{ok}");
+        }
+        for refused in [
+            "evil.test:8080",
+            "localhost.evil.test",
+            "pinned.example:8080",
+            "10.0.0.90:8080",
+            "",
+        ] {
+            assert!(!hosts.admits(refused), "{refused}");
+        }
+        let wildcard = crate::config::ServerConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Default::default()
+        };
+        assert!(!AllowedHosts::from_config(&wildcard).admits("0.0.0.0:8080"));
     }
 
     #[test]

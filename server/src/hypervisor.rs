@@ -102,6 +102,20 @@ pub enum Report {
     },
 }
 
+impl Report {
+    /// The VM the report is about, if it is about one.
+    pub fn vm_uuid(&self) -> Option<&str> {
+        match self {
+            Report::Connection { .. } | Report::Domains { .. } => None,
+            Report::Sample { vm_uuid, .. }
+            | Report::JobEnded { vm_uuid, .. }
+            | Report::JobCompleted { vm_uuid, .. }
+            | Report::Lifecycle { vm_uuid, .. }
+            | Report::MigrateReturned { vm_uuid, .. } => Some(vm_uuid),
+        }
+    }
+}
+
 /// A request to a host worker.
 #[derive(Debug)]
 pub(crate) enum Command {

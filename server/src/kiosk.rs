@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use converge_api::{CreatedKioskToken, KioskSignIn, KioskToken, Me, NewKioskToken};
 use password_hash::rand_core::{OsRng, RngCore};
@@ -19,12 +19,14 @@ use tower_sessions::Session;
 
 use crate::audit;
 use crate::auth::{ClientAddr, ManageKiosk, Require, User, hex, secret_sha256, sign_in_kiosk};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path};
 use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 
 /// Longest label accepted, in characters.
 const MAX_LABEL_CHARS: usize = 64;
+/// Longest lifetime a kiosk link may be given, in days (ten years).
+const MAX_LIFETIME_DAYS: u32 = 3650;
 /// `last_used_at_ms` is written at most this often per token.
 const LAST_USED_EVERY_MS: i64 = 60_000;
 
@@ -47,7 +49,7 @@ impl KioskTokens {
     pub async fn load(db: &SqlitePool) -> Result<Self, sqlx::Error> {
         let rows: Vec<TokenRow> = sqlx::query_as(
             "SELECT id, label, secret_sha256, created_at_ms, created_by, last_used_at_ms, \
-                 revoked_at_ms FROM kiosk_tokens",
+                 revoked_at_ms, expires_at_ms FROM kiosk_tokens",
         )
         .fetch_all(db)
         .await?;
@@ -60,20 +62,29 @@ impl KioskTokens {
         })
     }
 
-    /// The live token with this secret.
-    pub fn find(&self, secret: &str) -> Option<KioskToken> {
+    /// The live token with this secret (not revoked, not expired at `now_ms`).
+    pub fn find(&self, secret: &str, now_ms: i64) -> Option<KioskToken> {
         let registry = self.read();
         let id = registry.by_hash.get(&secret_sha256(secret))?;
-        registry.tokens.get(id).cloned()
+        registry
+            .tokens
+            .get(id)
+            .filter(|t| is_live(t, now_ms))
+            .cloned()
     }
 
-    /// The token with this id if it is live.
-    pub fn live(&self, id: i64) -> Option<KioskToken> {
+    /// The token with this id if it is live at `now_ms`.
+    pub fn live(&self, id: i64, now_ms: i64) -> Option<KioskToken> {
         self.read()
             .tokens
             .get(&id)
-            .filter(|t| t.revoked_at_ms.is_none())
+            .filter(|t| is_live(t, now_ms))
             .cloned()
+    }
+
+    /// When the token with this id expires, if it does.
+    pub fn expires_at_ms(&self, id: i64) -> Option<i64> {
+        self.read().tokens.get(&id).and_then(|t| t.expires_at_ms)
     }
 
     /// Every token, newest first.
@@ -123,6 +134,11 @@ impl KioskTokens {
     }
 }
 
+/// Not revoked, and not past its expiry.
+fn is_live(token: &KioskToken, now_ms: i64) -> bool {
+    token.revoked_at_ms.is_none() && token.expires_at_ms.is_none_or(|at| now_ms < at)
+}
+
 impl Registry {
     fn add(&mut self, row: TokenRow) {
         if row.revoked_at_ms.is_none() {
@@ -137,6 +153,7 @@ impl Registry {
                 created_by: row.created_by,
                 last_used_at_ms: row.last_used_at_ms,
                 revoked_at_ms: row.revoked_at_ms,
+                expires_at_ms: row.expires_at_ms,
             },
         );
     }
@@ -151,6 +168,7 @@ struct TokenRow {
     created_by: String,
     last_used_at_ms: Option<i64>,
     revoked_at_ms: Option<i64>,
+    expires_at_ms: Option<i64>,
 }
 
 /// `GET /api/kiosk-tokens`: every token, newest first, without secrets.
@@ -179,11 +197,22 @@ pub(crate) async fn create(
             "a label cannot contain control characters".into(),
         ));
     }
+    let lifetime_days = match request.expires_in_days {
+        None => None,
+        Some(days @ 1..=MAX_LIFETIME_DAYS) => Some(i64::from(days)),
+        Some(_) => {
+            return Err(ApiError::Unprocessable(format!(
+                "expires_in_days must be between 1 and {MAX_LIFETIME_DAYS}, or left out for a \
+                 link that lasts until it is revoked"
+            )));
+        }
+    };
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);
     let secret = hex(&secret);
     let digest = secret_sha256(&secret);
     let now_ms = unix_ms_now(&*state.clock);
+    let expires_at_ms = lifetime_days.map(|days| now_ms.saturating_add(days * 86_400_000));
     let username = admin.user.username.clone();
     // The audit row comes first: a token that exists was recorded.
     let entry = audit::NewEntry {
@@ -192,19 +221,23 @@ pub(crate) async fn create(
         action: "kiosk_token_create".into(),
         vm: None,
         migration_id: None,
-        details: format!("label \"{label}\""),
+        details: match lifetime_days {
+            Some(days) => format!("label \"{label}\", expires in {days} days"),
+            None => format!("label \"{label}\""),
+        },
     };
     let audit_id = audit::begin(&state.db, now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO kiosk_tokens (label, secret_sha256, created_at_ms, created_by) \
-         VALUES (?, ?, ?, ?) RETURNING id",
+        "INSERT INTO kiosk_tokens (label, secret_sha256, created_at_ms, created_by, \
+         expires_at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&label)
     .bind(&digest)
     .bind(now_ms)
     .bind(&username)
+    .bind(expires_at_ms)
     .fetch_one(&state.db)
     .await
     .map_err(|err| ApiError::internal("saving a kiosk token", err))?;
@@ -219,11 +252,12 @@ pub(crate) async fn create(
         created_by: username,
         last_used_at_ms: None,
         revoked_at_ms: None,
+        expires_at_ms,
     };
     state.kiosk.write().add(row);
     let token = state
         .kiosk
-        .live(id)
+        .live(id, now_ms)
         .ok_or_else(|| ApiError::internal("kiosk token", "vanished after saving"))?;
     tracing::info!(token = id, label = %token.label, "kiosk token created");
     let path = format!("/kiosk#token={secret}");
@@ -293,6 +327,8 @@ pub(crate) async fn revoke(
             t.revoked_at_ms = Some(now_ms);
         }
     }
+    // Its screens' streams end now; their next request is refused by `Principal`.
+    state.sessions.end_kiosk_streams(id);
     audit::finish(&state.db, audit_id, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
@@ -307,19 +343,23 @@ pub(crate) async fn sign_in(
     session: Session,
     Json(request): Json<KioskSignIn>,
 ) -> Result<Json<Me>, ApiError> {
-    // Failures count against the address alone (see `LoginThrottle::check_address`).
-    if let Err(wait) = state.throttle.check_address(client_addr, Instant::now()) {
-        return Err(ApiError::Throttled {
+    // Failures count against the address alone (see `LoginThrottle::begin_address`).
+    let attempt = state
+        .throttle
+        .begin_address(client_addr, Instant::now())
+        .map_err(|wait| ApiError::Throttled {
             retry_after_secs: wait.as_secs_f64().ceil() as u64,
-        });
-    }
-    let Some(token) = state.kiosk.find(request.token.trim()) else {
-        state
-            .throttle
-            .record_address_failure(client_addr, Instant::now());
+        })?;
+    let Some(token) = state
+        .kiosk
+        .find(request.token.trim(), unix_ms_now(&*state.clock))
+    else {
+        // The attempt stays counted.
+        drop(attempt);
         tracing::warn!(%client_addr, "kiosk sign-in refused: unknown or revoked token");
         return Err(ApiError::KioskTokenInvalid);
     };
+    state.throttle.withdraw(attempt);
     let now_ms = unix_ms_now(&*state.clock);
     let entry = audit::NewEntry {
         actor: format!("kiosk:{}", token.label),
@@ -361,15 +401,16 @@ mod tests {
             created_by: "admin".into(),
             last_used_at_ms: None,
             revoked_at_ms: revoked,
+            expires_at_ms: None,
         };
         registry.add(row(1, None));
         registry.add(row(2, Some(5)));
         let tokens = KioskTokens {
             inner: RwLock::new(registry),
         };
-        assert_eq!(tokens.find("secret 1").map(|t| t.id), Some(1));
-        assert!(tokens.find("secret 2").is_none());
-        assert!(tokens.live(2).is_none());
+        assert_eq!(tokens.find("secret 1", 0).map(|t| t.id), Some(1));
+        assert!(tokens.find("secret 2", 0).is_none());
+        assert!(tokens.live(2, 0).is_none());
         assert_eq!(tokens.all().len(), 2);
     }
 }

@@ -1,5 +1,5 @@
 //! Converge's controller: a thin axum server that authenticates users, serves the
-//! dashboard, and (in later parts) drives libvirt and streams migration updates.
+//! dashboard, drives libvirt and streams migration updates.
 //!
 //! [`router`] builds the whole HTTP surface from an [`AppState`]; [`serve`] runs it on a
 //! listener until a shutdown future resolves. `main.rs` only parses the command line and
@@ -18,6 +18,7 @@ mod hosts;
 pub mod hub;
 pub mod hypervisor;
 pub mod kiosk;
+mod listener;
 pub mod metrics;
 mod migrations;
 pub mod policy;
@@ -29,7 +30,6 @@ mod tenant;
 mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -39,13 +39,13 @@ use axum::middleware;
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
-use tower_sessions_sqlx_store::SqliteStore;
 use tracing::Level;
 
-pub use error::{ApiError, Json};
+pub use error::{ApiError, Json, Path, Query};
 pub use state::AppState;
 
 /// Largest JSON body the API reads; every request it serves is a few hundred bytes.
@@ -57,7 +57,7 @@ const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(600);
 /// The whole HTTP surface: `/api/*` and the dashboard's files.
 pub fn router(state: AppState) -> Router {
     let session = &state.config.session;
-    let sessions = SessionManagerLayer::new(store::session_store(&state.db))
+    let sessions = SessionManagerLayer::new(state.sessions.clone())
         .with_name(session.cookie_name.clone())
         .with_path("/api")
         .with_http_only(true)
@@ -66,10 +66,13 @@ pub fn router(state: AppState) -> Router {
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(
             session.idle_timeout_minutes.into(),
         )));
+    let body_timeout = Duration::from_secs(state.config.server.body_timeout_s);
     let api = routes::api()
         .fallback(error::api_route_not_found)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)
+        .layer(middleware::from_fn(hardening::no_store))
         // Before the session is even loaded: a cross-site request changes nothing.
         .layer(middleware::from_fn_with_state(
             hardening::AllowedOrigins(state.config.server.allowed_origins.clone().into()),
@@ -80,9 +83,16 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new());
     let dist = state.config.server.dist_dir.clone();
     let policy = std::sync::Arc::new(hardening::Policy::new(dist.join("index.html")));
+    let hosts = hardening::AllowedHosts::from_config(&state.config.server);
     Router::new()
         .nest("/api", api)
         .fallback_service(web::service(&dist))
+        // Before anything else: a request for another host name (DNS rebinding) gets
+        // neither a file nor an API answer.
+        .layer(middleware::from_fn_with_state(
+            hosts,
+            hardening::refuse_foreign_host,
+        ))
         .layer(middleware::map_response(move |response: Response| {
             let csp = policy.current();
             async move { hardening::with_security_headers(response, csp) }
@@ -99,7 +109,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then lets requests in flight
-/// finish.
+/// finish. Connections are bounded as `[server]` says (see `listener.rs`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -109,34 +119,44 @@ pub async fn serve(
     if !dist.join("index.html").is_file() {
         tracing::warn!(dist = %dist.display(), "no dashboard build found; the API works, the UI will not (run scripts/build-ui)");
     }
-    let state_stopped = state.shutdown.clone();
-    let sweeper = tokio::spawn(delete_expired_sessions(store::session_store(&state.db)));
+    let stopping = state.shutdown.clone();
+    let sweeper = tokio::spawn(sweep_sessions(
+        state.sessions.clone(),
+        Duration::from_secs(state.config.events.session_check_s),
+    ));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(url = %format!("http://{addr}/"), "listening");
     }
-    let stopping = state.shutdown.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Ends live streams (or graceful shutdown waits on them forever) and stops
-            // the host workers.
-            stopping.cancel();
-        })
-        .await;
-    state_stopped.cancel();
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // Ends live streams (or graceful shutdown waits on them forever) and stops the
+        // host workers.
+        stop.cancel();
+    });
+    let limits = listener::Limits::from_config(&state.config.server);
+    let served = listener::serve(listener, router(state), limits, stopping.clone()).await;
+    stopping.cancel();
     sweeper.abort();
     tracing::info!("server stopped");
     served
 }
 
-async fn delete_expired_sessions(store: SqliteStore) {
-    use tower_sessions::session_store::ExpiredDeletion;
-    let mut every = tokio::time::interval(EXPIRED_SESSION_SWEEP);
+/// Ends the live streams of sessions that expired (often), and deletes expired sessions'
+/// rows (rarely).
+async fn sweep_sessions(sessions: auth::Sessions, streams_every: Duration) {
+    let mut every = tokio::time::interval(streams_every);
+    let mut last_delete = std::time::Instant::now();
     loop {
         every.tick().await;
-        if let Err(err) = store.delete_expired().await {
-            tracing::warn!(error = %err, "could not delete expired sessions");
+        if let Err(err) = sessions.end_streams_of_lapsed_sessions().await {
+            tracing::warn!(error = %err, "could not check the sessions of live streams");
+        }
+        if last_delete.elapsed() >= EXPIRED_SESSION_SWEEP {
+            last_delete = std::time::Instant::now();
+            if let Err(err) = sessions.delete_expired().await {
+                tracing::warn!(error = %err, "could not delete expired sessions");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/migrations`: list, history, detail, start, levers, abort; `/api/presets`.
 //! Routed in [`crate::routes`].
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use converge_api::{
     ActionRecord, LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings,
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::audit::{self, NewEntry};
 use crate::auth::{ClientAddr, Operate, Require, ViewFleet};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::fleet::{Act, ActKind, Executor, new_id};
 use crate::hypervisor::unix_ms_now;
 use crate::{policy, presets};

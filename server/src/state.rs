@@ -6,11 +6,10 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{LoginThrottle, UserDirectory};
+use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
 use crate::config::Config;
 use crate::fleet::{Executor, Fleet, FleetState};
 use crate::hub::Hub;
@@ -19,8 +18,11 @@ use crate::kiosk::KioskTokens;
 use crate::store;
 
 /// Password checks allowed at once. Each argon2 check holds ~19 MiB and a core for tens of
-/// milliseconds; a burst of sign-ins waits here instead of exhausting the machine.
+/// milliseconds; a burst of sign-ins waits for one instead of exhausting the machine.
 const CONCURRENT_PASSWORD_CHECKS: usize = 4;
+/// Sign-ins that may wait for a check slot; more are refused at once (429). Sixteen
+/// waiting behind four slots is a few hundred milliseconds.
+const PASSWORD_CHECK_LINE: usize = 16;
 
 /// The wall clock, injectable so tests can move time.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -61,7 +63,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where host workers send their reports; a simulated source (benchmarks) may too.
     pub reports: tokio::sync::mpsc::UnboundedSender<crate::hypervisor::Report>,
-    pub(crate) password_checks: Arc<Semaphore>,
+    /// Argon2 checks: slots, their memory, and the line in front of them.
+    pub password_checks: Arc<PasswordChecks>,
+    /// Sessions: the store every request goes through, and the registry of live streams.
+    pub sessions: Sessions,
     /// Kiosk tokens, checked on every kiosk request and stream.
     pub kiosk: Arc<KioskTokens>,
 }
@@ -134,9 +139,9 @@ impl AppState {
             .run(acts),
         );
 
+        let sessions = Sessions::new(&db);
         Ok(Self {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
-            users: Arc::new(users),
             config: Arc::new(config),
             db,
             clock,
@@ -145,8 +150,14 @@ impl AppState {
             hypervisors,
             shutdown,
             reports,
-            password_checks: Arc::new(Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
+            password_checks: Arc::new(PasswordChecks::new(
+                CONCURRENT_PASSWORD_CHECKS,
+                PASSWORD_CHECK_LINE,
+                &users,
+            )),
             kiosk: Arc::new(kiosk),
+            sessions,
+            users: Arc::new(users),
         })
     }
 }

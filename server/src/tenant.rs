@@ -4,14 +4,14 @@
 //! types, so nothing an operator sees (hosts, who started a move, the forecast's numbers,
 //! other projects) can reach a tenant by a field someone adds later.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use converge_api::{
     LiveEvent, Migration, MigrationState, TenantMove, TenantVm, TenantVmDetail, Verdict, Vm,
     VmState,
 };
 
 use crate::auth::{Require, ViewOwnVms};
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path};
 use crate::fleet::FleetState;
 use crate::state::AppState;
 use crate::store;

@@ -45,6 +45,33 @@ pub struct Principal {
     pub user: Arc<User>,
     /// The caller's session, to end it on logout.
     pub session: Session,
+    /// Unix seconds of the sign-in, for the session's absolute lifetime.
+    pub signed_in_at: i64,
+    /// The kiosk link a wall screen signed in with.
+    pub kiosk_token: Option<i64>,
+}
+
+impl Principal {
+    /// Unix seconds at which the session ends however active it is: its absolute
+    /// lifetime, or a wall screen's kiosk link expiring before that.
+    pub fn ends_at(&self, state: &AppState) -> i64 {
+        let lifetime = self
+            .signed_in_at
+            .saturating_add(i64::from(state.config.session.absolute_lifetime_hours) * 3600);
+        let link_expires = self
+            .kiosk_token
+            .and_then(|id| state.kiosk.expires_at_ms(id))
+            .map(|ms| ms.div_euclid(1000));
+        link_expires.map_or(lifetime, |at| at.min(lifetime))
+    }
+
+    /// Who the principal's live streams count against.
+    pub fn stream_owner(&self) -> super::StreamOwner {
+        match self.kiosk_token {
+            Some(id) => super::StreamOwner::Kiosk(id),
+            None => super::StreamOwner::User(self.user.username.clone()),
+        }
+    }
 }
 
 impl<S> FromRequestParts<S> for Principal
@@ -68,11 +95,16 @@ where
             session.flush().await?;
             return Err(ApiError::SessionEnded);
         };
-        if now - auth.last_seen >= TOUCH_AFTER_SECS {
+        if now.saturating_sub(auth.last_seen) >= TOUCH_AFTER_SECS {
             auth.last_seen = now;
             session.insert(AUTH_KEY, &auth).await?;
         }
-        Ok(Self { user, session })
+        Ok(Self {
+            user,
+            session,
+            signed_in_at: auth.signed_in_at,
+            kiosk_token: auth.kiosk_token,
+        })
     }
 }
 
@@ -104,12 +136,12 @@ impl SessionAuth {
     /// absolute lifetime is over. A kiosk token's "last used" is kept current here.
     async fn still_stands(&self, state: &AppState, now: i64) -> Option<Arc<User>> {
         let max_age_secs = i64::from(state.config.session.absolute_lifetime_hours) * 3600;
-        if now - self.signed_in_at >= max_age_secs {
+        if now.saturating_sub(self.signed_in_at) >= max_age_secs {
             return None;
         }
         match self.kiosk_token {
             Some(id) => {
-                let token = state.kiosk.live(id)?;
+                let token = state.kiosk.live(id, now.saturating_mul(1000))?;
                 state.kiosk.used(&state.db, id, now * 1000).await;
                 Some(Arc::new(User::kiosk(&token)))
             }
@@ -120,36 +152,4 @@ impl SessionAuth {
                 .cloned(),
         }
     }
-}
-
-/// Whether the session behind a live stream still stands: the same checks as
-/// [`Principal`]'s, run again every few seconds by the event stream. The row is read
-/// from the store, not from the stream's copy of the session, so a sign-out elsewhere
-/// counts. It never writes the session (a write racing a sign-out could bring the row
-/// back); the dashboard's own once-a-minute `/api/me` keeps the idle expiry fresh.
-pub(crate) async fn still_signed_in(state: &AppState, session: &Session) -> bool {
-    use tower_sessions::SessionStore;
-    let Some(id) = session.id() else {
-        return false;
-    };
-    let record = match crate::store::session_store(&state.db).load(&id).await {
-        Ok(Some(record)) => record,
-        Ok(None) => return false,
-        Err(err) => {
-            // A database hiccup is not a reason to drop a screen; the next check decides.
-            tracing::warn!(error = %err, "cannot re-check a streaming session");
-            return true;
-        }
-    };
-    let Some(auth) = record
-        .data
-        .get(AUTH_KEY)
-        .and_then(|v| serde_json::from_value::<SessionAuth>(v.clone()).ok())
-    else {
-        return false;
-    };
-    // A wall screen is mostly its stream: this also keeps its token's "last used" current.
-    auth.still_stands(state, state.clock.now().unix_timestamp())
-        .await
-        .is_some()
 }

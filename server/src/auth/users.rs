@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, Block, PasswordHasher};
 use converge_api::{KioskToken, Me, Role};
 use password_hash::{PasswordHash, SaltString, rand_core::OsRng};
 
@@ -84,15 +84,30 @@ impl UserDirectory {
         self.users.get(username)
     }
 
-    /// The account if `password` is its password. Costs one argon2 verification whether or
+    /// The account if `password` is its password, computed in `memory` (see
+    /// [`super::PasswordChecks`], which owns it). Costs one argon2 verification whether or
     /// not the user exists: call it off the async executor.
-    pub fn verify(&self, username: &str, password: &str) -> Option<Arc<User>> {
+    pub(crate) fn verify(
+        &self,
+        username: &str,
+        password: &str,
+        memory: &mut [Block],
+    ) -> Option<Arc<User>> {
         let user = self.users.get(username);
         let phc = user.map_or(self.dummy_hash.as_str(), |u| u.password_hash.as_str());
-        let matches = PasswordHash::new(phc)
-            .and_then(|hash| Argon2::default().verify_password(password.as_bytes(), &hash))
-            .is_ok();
+        let matches = super::password::matches(phc, password, memory);
         if matches { user.cloned() } else { None }
+    }
+
+    /// argon2 blocks the most expensive hash here needs: the memory one check takes.
+    pub(crate) fn largest_memory_blocks(&self) -> usize {
+        self.users
+            .values()
+            .map(|u| u.password_hash.as_str())
+            .chain([self.dummy_hash.as_str()])
+            .filter_map(super::password::memory_blocks)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -108,6 +123,11 @@ pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
 mod tests {
     use super::*;
 
+    fn verify(dir: &UserDirectory, name: &str, password: &str) -> Option<Arc<User>> {
+        let mut memory = vec![Block::new(); dir.largest_memory_blocks()];
+        dir.verify(name, password, &mut memory)
+    }
+
     fn directory() -> UserDirectory {
         let users = vec![UserConfig {
             username: "ada".into(),
@@ -120,16 +140,16 @@ mod tests {
 
     #[test]
     fn the_right_password_finds_the_user() {
-        let user = directory().verify("ada", "correct horse").unwrap();
+        let user = verify(&directory(), "ada", "correct horse").unwrap();
         assert_eq!(user.role, Role::Admin);
     }
 
     #[test]
     fn a_wrong_password_or_unknown_user_finds_nobody() {
         let dir = directory();
-        assert!(dir.verify("ada", "correct horse ").is_none());
-        assert!(dir.verify("ADA", "correct horse").is_none());
-        assert!(dir.verify("bob", "correct horse").is_none());
+        assert!(verify(&dir, "ada", "correct horse ").is_none());
+        assert!(verify(&dir, "ADA", "correct horse").is_none());
+        assert!(verify(&dir, "bob", "correct horse").is_none());
     }
 
     #[test]

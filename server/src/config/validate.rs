@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use converge_api::Role;
 use password_hash::PasswordHash;
 
-use super::Config;
+use super::{Config, ProjectVm};
+
+/// Largest argon2 memory cost a configured hash may ask for, in KiB (256 MiB): the server
+/// holds this much per password-check slot.
+pub const MAX_PASSWORD_MEMORY_KIB: u32 = 256 * 1024;
 
 /// Why a configuration could not be used; the message names the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +118,19 @@ impl Config {
             1_000_000,
         )?;
         in_range("events.keepalive_s", self.events.keepalive_s, 1, 300)?;
+        in_range(
+            "events.max_streams_per_principal",
+            self.events.max_streams_per_principal as u64,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "events.session_check_s",
+            self.events.session_check_s,
+            1,
+            300,
+        )?;
+        self.validate_server()?;
         for (i, origin) in self.server.allowed_origins.iter().enumerate() {
             let rest = origin
                 .strip_prefix("https://")
@@ -130,6 +147,45 @@ impl Config {
         self.validate_hosts()?;
         self.validate_projects()?;
         self.validate_presets()
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if server.trust_forwarded_for {
+            return Err(ConfigError::invalid(
+                "server.trust_forwarded_for",
+                "replaced by server.trusted_proxies: list your reverse proxies' addresses, \
+                 e.g. trusted_proxies = [\"10.0.0.5\"], and remove this setting",
+            ));
+        }
+        in_range("server.header_timeout_s", server.header_timeout_s, 1, 300)?;
+        in_range("server.body_timeout_s", server.body_timeout_s, 1, 300)?;
+        in_range(
+            "server.max_connections",
+            server.max_connections as u64,
+            16,
+            1_000_000,
+        )?;
+        in_range(
+            "server.max_connections_per_address",
+            server.max_connections_per_address as u64,
+            1,
+            server.max_connections as u64,
+        )?;
+        for (i, host) in server.allowed_hosts.iter().enumerate() {
+            let valid = !host.is_empty()
+                && host.len() <= 255
+                && !host.contains("://")
+                && !host.contains(['/', '?', '#', ' ', '@']);
+            if !valid {
+                return Err(ConfigError::invalid(
+                    format!("server.allowed_hosts[{i}]"),
+                    "give a host name as the browser sends it, e.g. \"converge.example.org\" \
+                     or \"converge.example.org:8443\", without a scheme or path",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_metrics(&self) -> Result<(), ConfigError> {
@@ -179,11 +235,27 @@ impl Config {
             }
             for (j, vm) in project.vms.iter().enumerate() {
                 let vm = vm.trim();
-                if vm.is_empty() {
-                    return Err(ConfigError::invalid(
-                        format!("projects[{i}].vms[{j}]"),
-                        "give a VM's UUID or domain name",
-                    ));
+                let field = format!("projects[{i}].vms[{j}]");
+                match ProjectVm::parse(vm) {
+                    Some(ProjectVm::Uuid(_)) => {}
+                    Some(ProjectVm::OnHost { host, .. }) => {
+                        if !self.hosts.iter().any(|h| h.name == host) {
+                            return Err(ConfigError::invalid(
+                                field,
+                                format!("there is no host \"{host}\" in [[hosts]]"),
+                            ));
+                        }
+                    }
+                    None => {
+                        return Err(ConfigError::invalid(
+                            field,
+                            format!(
+                                "give a VM's UUID, or its domain name with its host as \
+                                 \"host/name\" (a name alone would match a VM of that \
+                                 name on every host): not \"{vm}\""
+                            ),
+                        ));
+                    }
                 }
                 if let Some(first) = owner.insert(vm, name) {
                     return Err(ConfigError::invalid(
@@ -304,6 +376,19 @@ impl Config {
                 return Err(ConfigError::invalid(
                     field("password_hash"),
                     "not an argon2 PHC string; make one with `converge hash-password`",
+                ));
+            }
+            // Each password check holds this much memory (auth::PasswordChecks).
+            let memory_kib = PasswordHash::new(&user.password_hash)
+                .ok()
+                .and_then(|hash| hash.params.get_decimal("m"));
+            if memory_kib.is_none_or(|m| m > MAX_PASSWORD_MEMORY_KIB) {
+                return Err(ConfigError::invalid(
+                    field("password_hash"),
+                    format!(
+                        "its argon2 memory cost (m=) must be given and at most {MAX_PASSWORD_MEMORY_KIB} KiB; \
+                         make one with `converge hash-password`"
+                    ),
                 ));
             }
             match (user.role, user.projects.is_empty()) {

@@ -18,7 +18,7 @@ pub use actions::LeverTarget;
 
 use super::record::MigrationRecord;
 use super::{Act, ActKind};
-use crate::config::ProjectConfig;
+use crate::config::{ProjectConfig, ProjectVm};
 
 /// Finished migrations kept in memory for the fleet page.
 const KEEP_FINISHED: usize = 100;
@@ -86,8 +86,10 @@ pub struct FleetState {
     /// Migrations the database says were running when the server last stopped, by VM,
     /// waiting for a host to report them (or their end).
     orphans: HashMap<String, Migration>,
-    /// Projects from the configuration, by VM UUID or domain name.
+    /// Projects from the configuration, by VM UUID.
     owners: HashMap<String, String>,
+    /// Projects from the configuration, by (host, domain name).
+    owners_by_name: HashMap<(String, String), String>,
     /// The project of every VM seen, by UUID (kept after a VM leaves a host, so a move's
     /// last events still reach its tenant).
     projects: HashMap<String, String>,
@@ -128,21 +130,31 @@ impl FleetState {
             finished: VecDeque::new(),
             orphans: HashMap::new(),
             owners: HashMap::new(),
+            owners_by_name: HashMap::new(),
             projects: HashMap::new(),
             tenant_views: HashMap::new(),
         }
     }
 
-    /// Assigns VMs to projects as the configuration lists them (by UUID or name).
+    /// Assigns VMs to projects as the configuration lists them (by UUID, or by name on
+    /// one host).
     pub fn with_projects(mut self, projects: &[ProjectConfig]) -> Self {
-        self.owners = projects
-            .iter()
-            .flat_map(|p| {
-                p.vms
-                    .iter()
-                    .map(|vm| (vm.trim().to_owned(), p.name.trim().to_owned()))
-            })
-            .collect();
+        for project in projects {
+            let name = project.name.trim().to_owned();
+            for vm in &project.vms {
+                match ProjectVm::parse(vm) {
+                    Some(ProjectVm::Uuid(uuid)) => {
+                        self.owners.insert(uuid.to_ascii_lowercase(), name.clone());
+                    }
+                    Some(ProjectVm::OnHost { host, name: domain }) => {
+                        self.owners_by_name
+                            .insert((host.to_owned(), domain.to_owned()), name.clone());
+                    }
+                    // Refused by config validation.
+                    None => {}
+                }
+            }
+        }
         self
     }
 
@@ -341,12 +353,21 @@ impl FleetState {
                     DomainState::Shutoff => VmState::Shutoff,
                     DomainState::Other => VmState::Other,
                 };
+                // A UUID is the operator naming this very VM; Nova's metadata beats a name,
+                // which is only an operator's word about one host's domain of that name.
+                // A VM named on its host keeps that project when it moves (by UUID).
+                let by_name = || {
+                    self.owners_by_name
+                        .get(&(host.to_owned(), d.name.clone()))
+                        .or_else(|| self.projects.get(&d.uuid))
+                        .cloned()
+                };
                 let project = self
                     .owners
-                    .get(&d.uuid)
-                    .or_else(|| self.owners.get(&d.name))
+                    .get(&d.uuid.to_ascii_lowercase())
                     .cloned()
-                    .or_else(|| d.nova_project.clone());
+                    .or_else(|| d.nova_project.clone())
+                    .or_else(by_name);
                 Vm {
                     project,
                     uuid: d.uuid.clone(),

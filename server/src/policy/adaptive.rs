@@ -13,7 +13,7 @@ const QUIET_SHARE: u64 = 4;
 /// Without a known link, below this dirty rate a guest is taken as quiet, bytes/s.
 const QUIET_WITHOUT_LINK: u64 = 16 * MIB;
 /// xbzrle that found fewer pages than this in its cache last time is not tried again.
-const USEFUL_XBZRLE_HIT_PCT: u64 = 20;
+const USEFUL_XBZRLE_HIT_PCT: u32 = 20;
 /// Passes of "will not converge" after which an adaptive migration without a lever left
 /// aborts rather than waiting for its deadline.
 const GIVE_UP_AFTER_PASSES: u32 = 2;
@@ -58,10 +58,10 @@ pub fn adapt_start(
     }
     // xbzrle pays off when the guest rewrites pages it wrote before; its last migration
     // tells whether it did.
-    let last_hit = facts.history.iter().find_map(|m| {
-        let x = m.last_sample.as_ref()?.xbzrle?;
-        (100 * x.pages).checked_div(x.pages + x.cache_misses)
-    });
+    let last_hit = facts
+        .history
+        .iter()
+        .find_map(|m| m.last_sample.as_ref()?.xbzrle?.hit_rate_pct());
     let mut chosen = Vec::new();
     match last_hit {
         Some(hit) if hit < USEFUL_XBZRLE_HIT_PCT => {

@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use converge_server::auth::UserDirectory;
+use std::sync::Arc;
+
+use converge_server::auth::{PasswordChecks, UserDirectory};
 use converge_server::config::Config;
 use converge_testkit::process::ServerProcess;
 
@@ -44,8 +46,8 @@ fn a_bad_config_stops_startup_naming_the_field() {
     assert!(stderr.contains("users[0].password_hash"), "{stderr}");
 }
 
-#[test]
-fn hash_password_prints_a_hash_the_server_accepts() {
+#[tokio::test]
+async fn hash_password_prints_a_hash_the_server_accepts() {
     let mut child = Command::new(CONVERGE)
         .arg("hash-password")
         .stdin(Stdio::piped())
@@ -68,8 +70,11 @@ fn hash_password_prints_a_hash_the_server_accepts() {
     ))
     .unwrap();
     let users = UserDirectory::new(&config.users).unwrap();
-    assert!(users.verify("u", "pass phrase with spaces").is_some());
-    assert!(users.verify("u", "pass phrase with spaces\n").is_none());
+    let checks = Arc::new(PasswordChecks::new(1, 0, &users));
+    let users = Arc::new(users);
+    let verify = |password: &str| checks.verify(users.clone(), "u".into(), password.into());
+    assert!(verify("pass phrase with spaces").await.unwrap().is_some());
+    assert!(verify("pass phrase with spaces\n").await.unwrap().is_none());
 }
 
 #[test]

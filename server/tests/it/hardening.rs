@@ -256,8 +256,12 @@ async fn reads_from_another_origin_are_answered() {
 async fn a_configured_origin_is_let_through() {
     const PROXIED: &str = "https://converge.example.org";
     let headers = [("host", "10.0.0.5:8080"), ("origin", PROXIED)];
+    // The proxy sends its own address as Host: that must be an allowed host first.
+    let proxied = "[server]\nallowed_hosts = [\"10.0.0.5\"]\n";
     // Without the setting, the proxy's origin is another site.
-    let plain = TestApp::new().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let text = config_text(dir.path(), "").replace("[server]\n", proxied);
+    let plain = TestApp::with_config(dir, Config::parse(&text).unwrap()).await;
     let reply = login_with(&plain, &headers).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert!(reply.error().contains(PROXIED), "{}", reply.error());
@@ -265,7 +269,7 @@ async fn a_configured_origin_is_let_through() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let text = config_text(dir.path(), "").replace(
         "[server]\n",
-        &format!("[server]\nallowed_origins = [\"{PROXIED}\"]\n"),
+        &format!("{proxied}allowed_origins = [\"{PROXIED}\"]\n"),
     );
     let config = Config::parse(&text).unwrap();
     assert_eq!(config.server.allowed_origins, [PROXIED]);
@@ -552,20 +556,27 @@ fn config_error(text: &str) -> String {
     Config::parse(text).unwrap_err().to_string()
 }
 
+/// A config error for `text` after one host `a`.
+fn projects_error(text: &str) -> String {
+    config_error(&format!(
+        "[[hosts]]\nname = \"a\"\nuri = \"qemu+tcp://127.0.0.1/system\"\n{text}"
+    ))
+}
+
 #[test]
 fn projects_are_checked_naming_the_field() {
-    let err = config_error("[[projects]]\nname = \"\"\nvms = [\"web-1\"]\n");
+    let err = projects_error("[[projects]]\nname = \"\"\nvms = [\"a/web-1\"]\n");
     assert!(err.starts_with("projects[0].name:"), "{err}");
-    let err = config_error("[[projects]]\nname = \"  \"\nvms = []\n");
+    let err = projects_error("[[projects]]\nname = \"  \"\nvms = []\n");
     assert!(err.starts_with("projects[0].name:"), "{err}");
 
-    let err = config_error(
-        "[[projects]]\nname = \"blue\"\nvms = [\"web-1\"]\n\
-         [[projects]]\nname = \"blue\"\nvms = [\"web-2\"]\n",
+    let err = projects_error(
+        "[[projects]]\nname = \"blue\"\nvms = [\"a/web-1\"]\n\
+         [[projects]]\nname = \"blue\"\nvms = [\"a/web-2\"]\n",
     );
     assert!(err.starts_with("projects[1].name:"), "{err}");
     assert!(err.contains("\"blue\""), "{err}");
-    let err = config_error(
+    let err = projects_error(
         "[[projects]]\nname = \"blue\"\nvms = []\n[[projects]]\nname = \" blue \"\nvms = []\n",
     );
     assert!(
@@ -573,37 +584,51 @@ fn projects_are_checked_naming_the_field() {
         "spaces do not make a new name: {err}"
     );
 
-    let err = config_error(
-        "[[projects]]\nname = \"blue\"\nvms = [\"web-1\"]\n\
-         [[projects]]\nname = \"green\"\nvms = [\"db-1\", \" \"]\n",
+    let err = projects_error(
+        "[[projects]]\nname = \"blue\"\nvms = [\"a/web-1\"]\n\
+         [[projects]]\nname = \"green\"\nvms = [\"a/db-1\", \" \"]\n",
     );
     assert!(err.starts_with("projects[1].vms[1]:"), "{err}");
 
-    let err = config_error(
-        "[[projects]]\nname = \"blue\"\nvms = [\"web-1\"]\n\
-         [[projects]]\nname = \"green\"\nvms = [\"web-1\"]\n",
+    let err = projects_error(
+        "[[projects]]\nname = \"blue\"\nvms = [\"a/web-1\"]\n\
+         [[projects]]\nname = \"green\"\nvms = [\"a/web-1\"]\n",
     );
     assert!(err.starts_with("projects[1].vms[0]:"), "{err}");
     assert!(
-        err.contains("\"web-1\"") && err.contains("\"blue\""),
+        err.contains("\"a/web-1\"") && err.contains("\"blue\""),
         "{err}"
     );
-    let err = config_error("[[projects]]\nname = \"blue\"\nvms = [\"web-1\", \"web-1 \"]\n");
+    let err = projects_error("[[projects]]\nname = \"blue\"\nvms = [\"a/web-1\", \"a/web-1 \"]\n");
     assert!(
         err.starts_with("projects[0].vms[1]:"),
         "twice in one project: {err}"
     );
 
-    let err = config_error("[[projects]]\nname = \"blue\"\n");
+    let err = projects_error("[[projects]]\nname = \"blue\"\n");
     assert!(err.contains("missing field `vms`"), "{err}");
-    let err = config_error("[[projects]]\nname = \"blue\"\nvms = []\ncolour = \"x\"\n");
+    let err = projects_error("[[projects]]\nname = \"blue\"\nvms = []\ncolour = \"x\"\n");
     assert!(err.contains("unknown field `colour`"), "{err}");
 
     let config = Config::parse(
-        "[[projects]]\nname = \"blue\"\nvms = [\"web-1\", \"6d1f6c0e-2a3b-4c5d-8e9f-0a1b2c3d4e5f\"]\n\
-         [[projects]]\nname = \"green\"\nvms = [\"db-1\"]\n",
+        "[[hosts]]\nname = \"a\"\nuri = \"qemu+tcp://127.0.0.1/system\"\n\
+         [[projects]]\nname = \"blue\"\nvms = [\"a/web-1\", \"6d1f6c0e-2a3b-4c5d-8e9f-0a1b2c3d4e5f\"]\n\
+         [[projects]]\nname = \"green\"\nvms = [\"a/db-1\"]\n",
     )
     .unwrap();
     assert_eq!(config.projects.len(), 2);
-    assert_eq!(config.projects[1].vms, ["db-1"]);
+    assert_eq!(config.projects[1].vms, ["a/db-1"]);
+    // A bare name would match every host's VM of that name.
+    let err = projects_error("[[projects]]\nname = \"blue\"\nvms = [\"web-1\"]\n");
+    assert!(err.starts_with("projects[0].vms[0]:"), "{err}");
+    assert!(err.contains("host/name"), "{err}");
+    let err = projects_error("[[projects]]\nname = \"blue\"\nvms = [\"z/web-1\"]\n");
+    assert!(err.contains("no host \"z\""), "{err}");
+    let uuid = "6f1c2d3e-0000-4000-8000-00000000abcd";
+    assert!(
+        Config::parse(&format!(
+            "[[projects]]\nname = \"blue\"\nvms = [\"{uuid}\"]\n"
+        ))
+        .is_ok()
+    );
 }

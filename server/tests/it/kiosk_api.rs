@@ -162,6 +162,7 @@ async fn an_admin_makes_a_token_whose_secret_is_shown_once_and_stored_as_its_has
         [
             "created_at_ms",
             "created_by",
+            "expires_at_ms",
             "id",
             "label",
             "last_used_at_ms",
@@ -754,8 +755,10 @@ async fn wrong_tokens_are_refused_then_throttled() {
 #[tokio::test]
 async fn wrong_tokens_from_one_address_do_not_lock_out_other_screens() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let config = crate::support::config_text(dir.path(), "")
-        .replace("[server]\n", "[server]\ntrust_forwarded_for = true\n");
+    let config = crate::support::config_text(dir.path(), "").replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    );
     let app = TestApp::with_config(
         dir,
         converge_server::config::Config::parse(&config).unwrap(),

@@ -103,7 +103,13 @@ impl TestApp {
         Self { state, dir, router }
     }
 
-    pub async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends `request` as a browser or curl would: with a `Host` header (this server's
+    /// address unless the request names another).
+    pub async fn send(&self, mut request: Request<Body>) -> Reply {
+        request
+            .headers_mut()
+            .entry(header::HOST)
+            .or_insert(HeaderValue::from_static("127.0.0.1:8080"));
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();

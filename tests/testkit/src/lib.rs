@@ -59,12 +59,23 @@ impl SseReader {
     /// `GET {url}/api/events` with `cookie` (a `name=value` pair), resuming after
     /// `last_event_id` when given.
     pub async fn open(url: &str, cookie: &str, last_event_id: Option<u64>) -> Opened {
+        Self::open_after(
+            url,
+            cookie,
+            last_event_id.map(|id| id.to_string()).as_deref(),
+        )
+        .await
+    }
+
+    /// [`Self::open`] with the `Last-Event-ID` as the server wrote it (a tenant's is a
+    /// list: `"3.0"`).
+    pub async fn open_after(url: &str, cookie: &str, last_event_id: Option<&str>) -> Opened {
         let mut request = reqwest::Client::new()
             .get(format!("{url}/api/events"))
             .header("cookie", cookie)
             .header("accept-encoding", "gzip, br");
         if let Some(id) = last_event_id {
-            request = request.header("last-event-id", id.to_string());
+            request = request.header("last-event-id", id);
         }
         let response = request.send().await.unwrap();
         Opened {

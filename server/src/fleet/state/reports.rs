@@ -83,6 +83,26 @@ impl FleetState {
         }
     }
 
+    /// Notes on `vm_uuid`'s migration under way that a report about it could not be
+    /// applied (the server's fault, logged), so that its card does not silently freeze.
+    pub fn report_failed(&mut self, vm_uuid: &str, now_ms: i64) -> Vec<Change> {
+        let Some(id) = self.active_by_vm.get(vm_uuid).cloned() else {
+            return Vec::new();
+        };
+        if let Some(record) = self.migrations.get_mut(&id) {
+            record.push_action(converge_api::ActionRecord {
+                at_ms: now_ms,
+                actor: "converge".into(),
+                what: "a report was not processed".into(),
+                reason: "an internal error in Converge (the server log has it); this \
+                         migration's figures may lag until the next reading"
+                    .into(),
+                result: "internal error".into(),
+            });
+        }
+        self.changed(&id, None, true)
+    }
+
     fn connection(
         &mut self,
         host: &str,

@@ -405,43 +405,85 @@ fn unchanged_domain_lists_publish_nothing() {
 }
 
 #[test]
-fn a_vm_belongs_to_the_configured_project_else_to_novas() {
+fn a_vm_belongs_to_its_uuids_project_else_novas_else_its_hosts_name() {
     use crate::config::ProjectConfig;
-    let report = |domains: Vec<DomainSummary>| Report::Domains {
-        host: "a".into(),
+    let report = |host: &str, domains: Vec<DomainSummary>| Report::Domains {
+        host: host.into(),
         domains,
     };
-    let mut other = domain(DomainState::Running);
-    other.uuid = "99999999-2222-3333-4444-555555555555".into();
-    other.name = "db1".into();
-    other.nova_project = Some("nova-project-uuid".into());
-    let mut mapped = domain(DomainState::Running);
-    mapped.nova_project = Some("ignored-when-configured".into());
-    let mut unowned = domain(DomainState::Running);
-    unowned.uuid = "00000000-2222-3333-4444-555555555555".into();
-    unowned.name = "batch1".into();
-
-    let mut fleet = FleetState::new(["a"], 0).with_projects(&[ProjectConfig {
+    let vm = |uuid: &str, name: &str, nova: Option<&str>| DomainSummary {
+        uuid: uuid.into(),
+        name: name.into(),
+        nova_project: nova.map(Into::into),
+        ..domain(DomainState::Running)
+    };
+    const NOVA_VM: &str = "99999999-2222-3333-4444-555555555555";
+    const PINNED: &str = "88888888-2222-3333-4444-555555555555";
+    const NAMESAKE: &str = "77777777-2222-3333-4444-555555555555";
+    const UNOWNED: &str = "00000000-2222-3333-4444-555555555555";
+    let mut fleet = FleetState::new(["a", "b"], 0).with_projects(&[ProjectConfig {
         name: "acme".into(),
-        vms: vec!["web1".into()],
+        // "web1" on host a; and "db1" on a, which Nova says is another project's.
+        vms: vec!["a/web1".into(), "a/db1".into(), PINNED.to_uppercase()],
     }]);
     connected(&mut fleet, "a");
-    fleet.apply(report(vec![mapped, other, unowned]), 0);
-
-    let project = |uuid: &str| fleet.vm(uuid).and_then(|vm| vm.project);
-    assert_eq!(project(VM).as_deref(), Some("acme"), "mapped by name");
-    assert_eq!(
-        project("99999999-2222-3333-4444-555555555555").as_deref(),
-        Some("nova-project-uuid")
+    connected(&mut fleet, "b");
+    fleet.apply(
+        report(
+            "a",
+            vec![
+                vm(VM, "web1", None),
+                vm(NOVA_VM, "db1", Some("nova-project-uuid")),
+                vm(PINNED, "pinned", Some("ignored: the UUID was named")),
+                vm(UNOWNED, "batch1", None),
+            ],
+        ),
+        0,
     );
-    assert_eq!(project("00000000-2222-3333-4444-555555555555"), None);
+    // Host b has its own "web1": the name names a's only.
+    fleet.apply(report("b", vec![vm(NAMESAKE, "web1", None)]), 0);
+
+    let project = |fleet: &FleetState, uuid: &str| fleet.vm(uuid).and_then(|vm| vm.project);
+    assert_eq!(
+        project(&fleet, VM).as_deref(),
+        Some("acme"),
+        "named on its host"
+    );
+    assert_eq!(
+        project(&fleet, NOVA_VM).as_deref(),
+        Some("nova-project-uuid"),
+        "a name does not override Nova's metadata"
+    );
+    assert_eq!(
+        project(&fleet, PINNED).as_deref(),
+        Some("acme"),
+        "a UUID does"
+    );
+    assert_eq!(project(&fleet, NAMESAKE), None, "another host's namesake");
+    assert_eq!(project(&fleet, UNOWNED), None);
     let acme: Vec<String> = fleet
         .vms_in(&["acme".to_owned()])
         .into_iter()
-        .map(|vm| vm.name)
+        .map(|vm| vm.uuid)
         .collect();
-    assert_eq!(acme, ["web1"]);
+    assert_eq!(acme.len(), 2, "{acme:?}");
     assert_eq!(fleet.project_of(VM), Some("acme"));
+
+    // web1 moves to b (beside b's namesake, renamed there): it stays acme's.
+    fleet.apply(report("a", vec![]), 0);
+    fleet.apply(
+        report(
+            "b",
+            vec![vm(NAMESAKE, "web1-old", None), vm(VM, "web1", None)],
+        ),
+        0,
+    );
+    assert_eq!(
+        project(&fleet, VM).as_deref(),
+        Some("acme"),
+        "kept after a move"
+    );
+    assert_eq!(project(&fleet, NAMESAKE), None);
 }
 
 #[test]

@@ -98,7 +98,7 @@ fn config() -> String {
         r#"{hosts}
 [[projects]]
 name = "acme"
-vms = ["{ACME_VM}"]
+vms = ["{EAST}/{ACME_VM}"]
 
 [[users]]
 username = "tina"

@@ -1,0 +1,86 @@
+//! The fleet task: a report that panics while being applied is noted, and the task goes on.
+
+use std::sync::Arc;
+
+use converge_libvirt::{JobKind, JobStats, ParamValue};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::{Fleet, FleetState};
+use crate::hub::Hub;
+use crate::hypervisor::Report;
+use crate::state::SystemClock;
+
+const VM: &str = "11111111-2222-3333-4444-555555555555";
+
+/// A reading of VM's outgoing migration with `remaining` bytes left.
+fn sample(remaining: u64) -> Report {
+    Report::Sample {
+        host: "a".into(),
+        vm_uuid: VM.into(),
+        vm_name: "web1".into(),
+        stats: JobStats {
+            kind: JobKind::Unbounded,
+            params: [
+                ("memory_total", 1000),
+                ("memory_remaining", remaining),
+                ("memory_iteration", 1),
+                ("time_elapsed", 1500),
+            ]
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), ParamValue::ULLong(*v)))
+            .collect(),
+        },
+        at: OffsetDateTime::now_utc(),
+        iteration_started: None,
+        levers: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_report_that_panics_is_noted_and_the_next_ones_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::store::open(&dir.path().join("f.db")).await.unwrap();
+    let (fleet, _acts) = Fleet::start(
+        FleetState::new(["a", "b"], 0),
+        Arc::new(Hub::new(64)),
+        db,
+        Arc::new(SystemClock),
+    );
+    let (reports, incoming) = mpsc::unbounded_channel();
+    // A sample with 666 bytes left stands for any report the code cannot handle.
+    let task = tokio::spawn(fleet.clone().run_with(incoming, |state, report, now_ms| {
+        if let Report::Sample { stats, .. } = &report
+            && stats
+                .params
+                .iter()
+                .any(|(_, v)| *v == ParamValue::ULLong(666))
+        {
+            panic!("injected: this report cannot be applied");
+        }
+        state.apply(report, now_ms)
+    }));
+    for remaining in [900, 666, 500] {
+        reports.send(sample(remaining)).unwrap();
+    }
+    drop(reports);
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("the fleet task ends when its senders do")
+        .expect("and it did not die of the panic");
+
+    let migrations = fleet.read().migrations();
+    assert_eq!(migrations.len(), 1, "{migrations:?}");
+    let migration = &migrations[0];
+    let noted = migration
+        .actions
+        .iter()
+        .find(|a| a.what == "a report was not processed")
+        .expect("the failed report is noted on its migration");
+    assert_eq!(noted.result, "internal error");
+    let last = migration.last_sample.as_ref().expect("a sample");
+    assert_eq!(
+        last.mem_remaining_bytes, 500,
+        "the report after the panic was applied"
+    );
+}
