@@ -13,6 +13,7 @@ mod events;
 mod fleet_api;
 mod hardening;
 mod kiosk_api;
+mod limits;
 mod metrics_api;
 mod sessions;
 mod static_files;
