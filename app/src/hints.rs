@@ -60,10 +60,11 @@ pub fn hint(change: LeverChange, m: &Migration, dirty: Option<u64>) -> String {
             }
         }
         LeverChange::XbzrleCache { bytes } => {
-            let hits = m.last_sample.as_ref().and_then(|s| s.xbzrle).map(|x| {
-                let total = x.pages + x.cache_misses;
-                (100 * x.pages).checked_div(total).unwrap_or(0)
-            });
+            let hits = m
+                .last_sample
+                .as_ref()
+                .and_then(|s| s.xbzrle)
+                .map(|x| x.hit_rate_pct().unwrap_or(0));
             format!(
                 "A {} cache keeps pages already sent so re-dirtied ones go as small deltas{}; it should be half as big again as the dirty set ({}). Resizing empties it, and in the lab did not raise the hit rate: starting again with a larger cache did.",
                 format::bytes(bytes),

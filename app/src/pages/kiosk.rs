@@ -97,11 +97,17 @@ pub fn KioskPage() -> impl IntoView {
     }
 }
 
+/// The token from `#token=…`, taken out of the address bar (and so out of the browser's
+/// history) once read: the page keeps it in memory to sign in again by itself. A kiosk
+/// browser restarted with the link gets it back from its command line.
 fn token_from_address() -> Option<String> {
     let hash = window().location().hash().ok()?;
-    hash.strip_prefix("#token=")
+    let token = hash
+        .strip_prefix("#token=")
         .filter(|t| !t.is_empty())
-        .map(str::to_owned)
+        .map(str::to_owned)?;
+    crate::route::replace(&crate::route::Route::Kiosk);
+    Some(token)
 }
 
 /// "Disconnected since 14:03:07 — reconnecting".

@@ -13,6 +13,8 @@ pub fn KioskTokensPage() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<CreatedKioskToken>);
     let label = RwSignal::new(String::new());
+    // Days until the link expires; empty: until revoked.
+    let days = RwSignal::new(String::new());
     let load = move || {
         leptos::task::spawn_local(async move {
             match api::kiosk_tokens().await {
@@ -25,7 +27,8 @@ pub fn KioskTokensPage() -> impl IntoView {
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         leptos::task::spawn_local(async move {
-            match api::create_kiosk_token(label.get_untracked()).await {
+            let expires_in_days = days.get_untracked().parse().ok();
+            match api::create_kiosk_token(label.get_untracked(), expires_in_days).await {
                 Ok(new) => {
                     created.set(Some(new));
                     label.set(String::new());
@@ -53,6 +56,10 @@ pub fn KioskTokensPage() -> impl IntoView {
             <form class="inline-form" on:submit=create>
                 <label>"Screen " <input name="label" placeholder="NOC wall, left" maxlength="64" required
                     prop:value=move || label.get() on:input=move |ev| label.set(event_target_value(&ev)) /></label>
+                <label>"Expires " <select name="expires" on:change=move |ev| days.set(event_target_value(&ev))>
+                    <option value="">"never"</option><option value="1">"in a day"</option>
+                    <option value="30">"in 30 days"</option><option value="365">"in a year"</option>
+                </select></label>
                 <button type="submit">"Create link"</button>
             </form>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
@@ -77,7 +84,11 @@ pub fn KioskTokensPage() -> impl IntoView {
                                 <td>{t.label}</td>
                                 <td>{format::clock(t.created_at_ms)} " by " {t.created_by}</td>
                                 <td>{t.last_used_at_ms.map(format::clock).unwrap_or_else(|| "never".into())}</td>
-                                <td>{t.revoked_at_ms.map(|at| format!("revoked {}", format::clock(at))).unwrap_or_else(|| "active".into())}</td>
+                                <td>{match (t.revoked_at_ms, t.expires_at_ms) {
+                                    (Some(at), _) => format!("revoked {}", format::clock(at)),
+                                    (None, Some(at)) => format!("{} {}", if at <= js_sys::Date::now() as i64 { "expired" } else { "active, expires" }, format::clock(at)),
+                                    (None, None) => "active".into(),
+                                }}</td>
                                 <td>{live.then(|| view! {
                                     <button class="danger small" data-testid="revoke" on:click=move |_| revoke(id)>"Revoke"</button>
                                 })}</td>
