@@ -116,7 +116,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         f.eta_min_s = Some(0);
         // The rest of this pass, then the pause and the completion's report (the lab's
         // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
-        f.eta_max_s = Some(to_end_of_pass_s.max(1) + SWITCHOVER_S);
+        f.eta_max_s = Some(to_end_of_pass_s.max(1).saturating_add(SWITCHOVER_S));
         return Some(f);
     }
     let Some(&set) = sets.last() else {
@@ -140,7 +140,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         f.eta_min_s = Some(0);
         // The rest of this pass, then the pause and the completion's report (the lab's
         // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
-        f.eta_max_s = Some(to_end_of_pass_s.max(1) + SWITCHOVER_S);
+        f.eta_max_s = Some(to_end_of_pass_s.max(1).saturating_add(SWITCHOVER_S));
         return Some(f);
     }
     // xbzrle sends pass 2 whole while it fills its cache; its deltas start in pass 3, so
@@ -274,7 +274,9 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             });
             // And a second for the completion to be reported (the lab's xbzrle run ended
             // 2.0 s after an estimate of 1 s without it).
-            f.eta_max_s = Some((end_of_pass + eta_slow.max(eta_fast)).ceil() as u64 + SWITCHOVER_S);
+            f.eta_max_s = Some(
+                ((end_of_pass + eta_slow.max(eta_fast)).ceil() as u64).saturating_add(SWITCHOVER_S),
+            );
             f.expected_pause_ms = Some(limit);
         }
         _ if last.throttle_pct.is_some_and(|t| t > 0 && t < 99) => {
@@ -388,12 +390,12 @@ fn advise(
             action: format!("Raise the downtime limit to {needed_ms} ms"),
             effect: format!(
                 "QEMU switches over after the current pass (about {} s); the guest pauses up to {needed_ms} ms",
-                last.mem_remaining_bytes / drain.max(1) + 1
+                (last.mem_remaining_bytes / drain.max(1)).saturating_add(1)
             ),
         });
     }
     if caps.is_none_or(|c| c.postcopy) {
-        let seconds = last.mem_remaining_bytes.max(set) / wire.max(1) + 1;
+        let seconds = (last.mem_remaining_bytes.max(set) / wire.max(1)).saturating_add(1);
         out.push(Advice {
             lever: Some(LeverChange::PostCopy.into()),
             action: "Switch to post-copy".into(),
@@ -436,7 +438,7 @@ fn advise(
     }
     let auto = caps.is_some_and(|c| c.auto_converge.is_some());
     if !auto && let Some(w) = dirty_rate.filter(|w| *w > 0) {
-        let throttle = 100 - (100 * drain / w).min(100);
+        let throttle = 100 - (drain.saturating_mul(100) / w).min(100);
         out.push(Advice {
             lever: None,
             action: "Abort, then start again with auto-converge".into(),
@@ -461,7 +463,7 @@ fn advise(
 fn dirty_rate(boundaries: &[IterationMark]) -> Option<u64> {
     boundaries.windows(2).rev().find_map(|w| {
         let (pass, next) = (&w[0], &w[1]);
-        let ms = u64::try_from(next.at_ms - pass.at_ms)
+        let ms = u64::try_from(next.at_ms.saturating_sub(pass.at_ms))
             .ok()
             .filter(|ms| *ms > 0)?;
         (next.mem_remaining_bytes > 0).then(|| next.mem_remaining_bytes.saturating_mul(1000) / ms)
@@ -472,7 +474,9 @@ fn dirty_rate(boundaries: &[IterationMark]) -> Option<u64> {
 fn drain_rate(samples: &[Sample]) -> Option<u64> {
     median(samples.windows(2).rev().take(WINDOW).filter_map(|w| {
         let (a, b) = (&w[0], &w[1]);
-        let ms = u64::try_from(b.at_ms - a.at_ms).ok().filter(|ms| *ms > 0)?;
+        let ms = u64::try_from(b.at_ms.saturating_sub(a.at_ms))
+            .ok()
+            .filter(|ms| *ms > 0)?;
         (a.iteration == b.iteration
             && a.iteration >= 2
             && b.mem_remaining_bytes < a.mem_remaining_bytes)
@@ -484,8 +488,8 @@ fn drain_rate(samples: &[Sample]) -> Option<u64> {
 fn pass_lengths_ms(boundaries: &[IterationMark], from: u32) -> Vec<u64> {
     boundaries
         .windows(2)
-        .filter(|w| w[0].iteration >= from && w[1].iteration == w[0].iteration + 1)
-        .filter_map(|w| u64::try_from(w[1].at_ms - w[0].at_ms).ok())
+        .filter(|w| w[0].iteration >= from && w[0].iteration.checked_add(1) == Some(w[1].iteration))
+        .filter_map(|w| u64::try_from(w[1].at_ms.saturating_sub(w[0].at_ms)).ok())
         .collect()
 }
 

@@ -11,6 +11,7 @@ mod binary;
 mod config_file;
 mod events;
 mod fleet_api;
+mod fuzz;
 mod hardening;
 mod kiosk_api;
 mod limits;

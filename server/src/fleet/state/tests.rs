@@ -511,3 +511,97 @@ fn an_unchanged_tenant_view_is_not_sent_again() {
         "and so does changing back"
     );
 }
+
+mod hostile_numbers {
+    //! libvirt's numbers are its word, and a broken or hostile daemon can say anything:
+    //! every field of every reading at any value, in any order, must go through the
+    //! sampler, the fleet, the forecast, the policy and the tenants' projection without
+    //! an overflow (tests build with overflow checks on, so one would panic here).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIELDS: &[&str] = &[
+        "time_elapsed",
+        "data_total",
+        "data_processed",
+        "data_remaining",
+        "memory_total",
+        "memory_processed",
+        "memory_remaining",
+        "memory_bps",
+        "memory_dirty_rate",
+        "memory_page_size",
+        "memory_iteration",
+        "memory_constant",
+        "memory_normal",
+        "memory_normal_bytes",
+        "downtime",
+        "setup_time",
+        "auto_converge_throttle",
+        "compression_cache",
+        "compression_bytes",
+        "compression_pages",
+        "compression_cache_misses",
+        "compression_overflow",
+        "memory_postcopy_requests",
+    ];
+
+    fn extreme() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            Just(0),
+            Just(1),
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            Just(u64::from(u32::MAX)),
+            Just(i64::MAX as u64),
+            any::<u64>(),
+            0u64..10_000,
+        ]
+    }
+
+    fn reading() -> impl Strategy<Value = (Vec<u64>, Option<u32>, Option<u64>)> {
+        (
+            proptest::collection::vec(extreme(), FIELDS.len()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(extreme()),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn any_readings_are_applied_without_overflow(readings in proptest::collection::vec(reading(), 1..12)) {
+            let mut fleet = fleet();
+            fleet.begin(migration("m1")).unwrap();
+            for (i, (values, announced, limit)) in readings.into_iter().enumerate() {
+                let params = FIELDS
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| ((*n).to_owned(), ParamValue::ULLong(v)))
+                    .collect();
+                let report = Report::Sample {
+                    host: "a".into(),
+                    vm_uuid: VM.into(),
+                    vm_name: "web1".into(),
+                    stats: JobStats { kind: JobKind::Unbounded, params },
+                    at: OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(i as i64 * 500),
+                    iteration_started: announced,
+                    levers: converge_api::Levers {
+                        downtime_limit_ms: limit,
+                        bandwidth_mib_s: limit,
+                        ..Default::default()
+                    },
+                };
+                let changes = fleet.apply(report, i as i64 * 500);
+                for change in &changes {
+                    if let Change::Publish(event) = change {
+                        let _ = crate::tenant::events_for(&fleet, event);
+                    }
+                }
+            }
+            prop_assert!(fleet.detail("m1").is_some());
+            let _ = fleet.migrations();
+        }
+    }
+}
