@@ -59,6 +59,9 @@ pub enum ApiError {
     /// The request was read but its values cannot be used.
     #[error("{0}")]
     Unprocessable(String),
+    /// The route exists but not for this method.
+    #[error("this route does not answer {0} requests")]
+    MethodNotAllowed(String),
     /// The body is larger than the API reads.
     #[error("the request body is too large")]
     TooLarge,
@@ -106,6 +109,7 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -122,6 +126,11 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         };
         let mut response = (status, axum::Json(body)).into_response();
+        // Errors are about one request and one caller: never to be cached (this covers
+        // the refusals made before the API's own layers too).
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let retry_after_secs = match self {
             Self::Throttled { retry_after_secs } => Some(retry_after_secs),
             Self::Busy => Some(1),
@@ -197,6 +206,12 @@ impl From<PathRejection> for ApiError {
 /// Answer for an `/api` path that no route serves.
 pub(crate) async fn api_route_not_found() -> ApiError {
     ApiError::NotFound("no such API route".into())
+}
+
+/// Answer for an `/api` route asked with a method it does not take.
+pub(crate) async fn api_method_not_allowed(method: axum::http::Method) -> ApiError {
+    let method: String = method.as_str().chars().take(16).collect();
+    ApiError::MethodNotAllowed(method)
 }
 
 impl From<crate::fleet::Refusal> for ApiError {

@@ -102,13 +102,12 @@ pub(crate) async fn refuse_foreign_host(
 }
 
 /// Marks every API answer as not to be stored by browsers or proxies: they carry a
-/// signed-in user's data.
+/// signed-in user's data (the live stream's `no-cache` included).
 pub(crate) async fn no_store(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response
         .headers_mut()
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     let body_timeout = Duration::from_secs(state.config.server.body_timeout_s);
     let api = routes::api()
         .fallback(error::api_route_not_found)
+        .method_not_allowed_fallback(error::api_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)

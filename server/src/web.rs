@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::response::IntoResponse;
+
+use crate::error::ApiError;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_http::services::{ServeDir, ServeFile};
@@ -38,8 +40,20 @@ pub(crate) fn service(dist: &Path) -> StaticService {
     BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
         let files = files.clone();
         async move {
-            let immutable = is_hashed_asset(request.uri().path());
+            let path = request.uri().path().to_owned();
+            // `/api/` (and anything under it the API router did not take, whatever the
+            // method) is an API path, not a file or a client-side route.
+            if path == "/api" || path.starts_with("/api/") {
+                return Ok(ApiError::NotFound("no such API route".into()).into_response());
+            }
+            let immutable = is_hashed_asset(&path);
             let mut response = files.oneshot(request).await?.map(Body::new);
+            // A path the file system cannot even look up (a name over 255 bytes, a NUL) is
+            // no file: not found, not a server fault.
+            if response.status().is_server_error() {
+                tracing::debug!(path = %path.chars().take(80).collect::<String>(), status = %response.status(), "static file lookup failed");
+                response = (StatusCode::NOT_FOUND, "not found").into_response();
+            }
             let cache = if immutable && response.status().is_success() {
                 "public, max-age=31536000, immutable"
             } else {
