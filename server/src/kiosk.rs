@@ -3,8 +3,8 @@
 //!
 //! Only a SHA-256 of each secret is stored (the secret is 32 random bytes, so a fast hash
 //! is enough: there is nothing to brute-force). The tokens live in the database and, for
-//! the check on every request and every second of every open stream, in memory; revoking
-//! one ends its sessions and streams within seconds.
+//! the check on every request, in memory; revoking one (or its expiry) ends its sessions,
+//! and revoking ends its open streams at once.
 
 use std::collections::HashMap;
 use std::sync::RwLock;

@@ -383,10 +383,23 @@ async fn the_tenant_page_and_the_noc_board_in_chromium() {
         .await;
     assert_eq!(status, 201);
     let token_id = created["token"]["id"].as_i64().unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
     browser.goto(created["path"].as_str().unwrap()).await;
     browser
         .wait_for_text("[data-testid=kiosk-running]", "1 migration running")
         .await;
+    // The token is read once and taken out of the address bar (and the history).
+    let address = browser
+        .client
+        .execute("return location.href;", vec![])
+        .await
+        .unwrap();
+    let address = address.as_str().unwrap();
+    assert!(
+        !address.contains(&secret) && !address.contains("token"),
+        "the kiosk token stays in the address bar: {address}"
+    );
+    assert!(address.ends_with("/kiosk"), "{address}");
     browser.find("[data-testid=tile][data-vm=t-acme]").await;
     browser
         .wait_for_text("[data-testid=kiosk-bandwidth]", "MiB/s")
