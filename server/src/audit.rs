@@ -1,13 +1,7 @@
-//! The audit log in the database, and `GET /api/audit` (admins).
+//! The audit log in the database: who did what, written before it is carried out.
 
-use axum::extract::State;
 use converge_api::AuditEntry;
-use serde::Deserialize;
 use sqlx::SqlitePool;
-
-use crate::auth::{ReadAudit, Require};
-use crate::error::{ApiError, Json, Query};
-use crate::state::AppState;
 
 /// An action about to be recorded.
 #[derive(Debug, Clone)]
@@ -108,31 +102,4 @@ pub async fn list(
             },
         )
         .collect())
-}
-
-/// Query of `GET /api/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Page {
-    /// At most this many (1–500, default 100).
-    limit: Option<i64>,
-    /// Entries older than this id (for the next page).
-    before: Option<i64>,
-}
-
-pub(crate) async fn list_entries(
-    _: Require<ReadAudit>,
-    State(state): State<AppState>,
-    Query(page): Query<Page>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Unprocessable(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
-    list(&state.db, limit, page.before)
-        .await
-        .map(Json)
-        .map_err(|err| ApiError::internal("reading the audit log", err))
 }

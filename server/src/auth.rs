@@ -27,8 +27,8 @@ pub(crate) use throttle::network_of;
 pub use users::{User, UserDirectory, hash_password};
 
 use crate::audit;
+use crate::clock::unix_ms_now;
 use crate::error::{ApiError, Json};
-use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 use principal::{AUTH_KEY, SessionAuth};
 use sha2::{Digest, Sha256};

@@ -4,6 +4,7 @@
 mod act;
 mod record;
 mod state;
+pub(crate) mod tenant;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -13,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use act::{Act, ActKind, Executor};
 pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
 
+use crate::clock::Clock;
 use crate::hub::{Audience, Hub};
 use crate::hypervisor::Report;
-use crate::state::Clock;
 use crate::store;
 
 /// Shared access to the fleet, plus where its changes go.
@@ -82,7 +83,7 @@ impl Fleet {
     where
         T: Changes,
     {
-        let now_ms = crate::hypervisor::unix_ms_now(&*self.clock);
+        let now_ms = crate::clock::unix_ms_now(&*self.clock);
         let mut state = self
             .state
             .write()
@@ -92,7 +93,7 @@ impl Fleet {
             let job = match change {
                 Change::Publish(event) => {
                     self.hub.publish(Audience::Fleet, event);
-                    for (project, view) in crate::tenant::events_for(&state, event) {
+                    for (project, view) in tenant::events_for(&state, event) {
                         if state.tenant_view_changed(&view) {
                             self.hub
                                 .publish(Audience::Project(project), &LiveEvent::Tenant(view));

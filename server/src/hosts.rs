@@ -1,5 +1,5 @@
 //! `GET /api/hosts` and `GET /api/vms`: the whole fleet, for those who may see it.
-//! Tenants see their own VMs through [`crate::tenant`] instead.
+//! Tenants see their own VMs through `http::tenant` instead.
 
 use axum::extract::State;
 use converge_api::{Host, Vm};

@@ -291,8 +291,3 @@ impl Hypervisors {
         self.hosts.values()
     }
 }
-
-/// Milliseconds since the Unix epoch on `clock`.
-pub(crate) fn unix_ms_now(clock: &dyn crate::state::Clock) -> i64 {
-    sample::unix_ms(clock.now())
-}

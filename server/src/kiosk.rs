@@ -19,8 +19,8 @@ use tower_sessions::Session;
 
 use crate::audit;
 use crate::auth::{ClientAddr, ManageKiosk, Require, User, hex, secret_sha256, sign_in_kiosk};
+use crate::clock::unix_ms_now;
 use crate::error::{ApiError, Json, Path};
-use crate::hypervisor::unix_ms_now;
 use crate::state::AppState;
 
 /// Longest label accepted, in characters.

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod config;
 mod error;
 mod events;
@@ -15,6 +16,7 @@ pub mod forecast;
 mod hardening;
 mod health;
 mod hosts;
+mod http;
 pub mod hub;
 pub mod hypervisor;
 pub mod kiosk;
@@ -26,7 +28,6 @@ pub mod presets;
 pub mod routes;
 pub mod state;
 pub mod store;
-mod tenant;
 mod web;
 
 use std::future::Future;

@@ -58,7 +58,7 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    let now_ms = crate::hypervisor::unix_ms_now(&*state.clock);
+    let now_ms = crate::clock::unix_ms_now(&*state.clock);
     let (hosts, migrations) = {
         let fleet = state.fleet.read();
         (fleet.hosts(), fleet.migrations())

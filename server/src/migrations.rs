@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::audit::{self, NewEntry};
 use crate::auth::{ClientAddr, Operate, Require, ViewFleet};
+use crate::clock::unix_ms_now;
 use crate::error::{ApiError, Json, Path, Query};
 use crate::fleet::{Act, ActKind, Executor, new_id};
-use crate::hypervisor::unix_ms_now;
 use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.

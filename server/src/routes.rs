@@ -9,8 +9,9 @@
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
 
+use crate::http::{audit, tenant};
 use crate::state::AppState;
-use crate::{audit, auth, events, health, hosts, kiosk, migrations, tenant};
+use crate::{auth, events, health, hosts, kiosk, migrations};
 
 /// One route: its method and its path under `/api`, as axum spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

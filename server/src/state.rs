@@ -1,19 +1,18 @@
 //! The shared, cheap-to-clone state every handler can extract from.
 
-use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 use sqlx::SqlitePool;
-use time::OffsetDateTime;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
+use crate::clock::{Clock, SystemClock, unix_ms_now};
 use crate::config::Config;
 use crate::fleet::{Executor, Fleet, FleetState};
 use crate::hub::Hub;
-use crate::hypervisor::{Hypervisors, unix_ms_now};
+use crate::hypervisor::Hypervisors;
 use crate::kiosk::KioskTokens;
 use crate::store;
 
@@ -23,22 +22,6 @@ const CONCURRENT_PASSWORD_CHECKS: usize = 4;
 /// Sign-ins that may wait for a check slot; more are refused at once (429). Sixteen
 /// waiting behind four slots is a few hundred milliseconds.
 const PASSWORD_CHECK_LINE: usize = 16;
-
-/// The wall clock, injectable so tests can move time.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in UTC.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
 
 /// Everything handlers share; clones share the same parts.
 #[derive(Debug, Clone, FromRef)]

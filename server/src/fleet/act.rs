@@ -9,7 +9,8 @@ use tokio::sync::mpsc;
 
 use super::Fleet;
 use crate::audit::{self, NewEntry};
-use crate::hypervisor::{Hypervisors, unix_ms_now};
+use crate::clock::unix_ms_now;
+use crate::hypervisor::Hypervisors;
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::{Fleet, FleetState};
+use crate::clock::SystemClock;
 use crate::hub::Hub;
 use crate::hypervisor::Report;
-use crate::state::SystemClock;
 
 const VM: &str = "11111111-2222-3333-4444-555555555555";
 

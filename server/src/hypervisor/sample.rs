@@ -4,6 +4,8 @@ use converge_api::{FinalStats, RawField, Sample, XbzrleStats};
 use converge_libvirt::{JobStats, ParamValue};
 use time::OffsetDateTime;
 
+use crate::clock::unix_ms;
+
 /// QEMU's page size on x86 when libvirt does not report one.
 const DEFAULT_PAGE_SIZE: u64 = 4096;
 
@@ -90,11 +92,6 @@ pub fn raw_fields(stats: &JobStats) -> Vec<RawField> {
             }
         })
         .collect()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -596,7 +596,7 @@ mod hostile_numbers {
                 let changes = fleet.apply(report, i as i64 * 500);
                 for change in &changes {
                     if let Change::Publish(event) = change {
-                        let _ = crate::tenant::events_for(&fleet, event);
+                        let _ = crate::fleet::tenant::events_for(&fleet, event);
                     }
                 }
             }

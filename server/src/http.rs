@@ -1,0 +1,6 @@
+//! The HTTP edge: handlers that parse a request, check who asks, call one domain operation
+//! and map its typed result. (Handlers move here from the modules beside the domain code
+//! one resource at a time; see the README's layout.)
+
+pub(crate) mod audit;
+pub(crate) mod tenant;

@@ -1,0 +1,37 @@
+//! `GET /api/audit` (admins): the audit log, newest first.
+
+use axum::extract::State;
+use converge_api::AuditEntry;
+use serde::Deserialize;
+
+use crate::audit::list;
+use crate::auth::{ReadAudit, Require};
+use crate::error::{ApiError, Json, Query};
+use crate::state::AppState;
+
+/// Query of `GET /api/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    /// At most this many (1–500, default 100).
+    limit: Option<i64>,
+    /// Entries older than this id (for the next page).
+    before: Option<i64>,
+}
+
+pub(crate) async fn list_entries(
+    _: Require<ReadAudit>,
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Unprocessable(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    list(&state.db, limit, page.before)
+        .await
+        .map(Json)
+        .map_err(|err| ApiError::internal("reading the audit log", err))
+}
