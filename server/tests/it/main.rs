@@ -7,6 +7,7 @@
 
 mod audit_api;
 mod auth_api;
+mod authz;
 mod binary;
 mod config_file;
 mod events;
