@@ -1,24 +1,23 @@
 //! Hardening, round two: what a flood, a slow client or a rebinding page can and cannot
 //! do. Each test here failed on the server before these limits existed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use converge_api::{LiveEvent, Resync};
 use converge_server::AppState;
-use converge_server::clock::Clock;
 use converge_server::config::Config;
 use converge_server::hub::Audience;
 use converge_testkit::SseReader;
 use futures_util::future::join_all;
 use serde_json::json;
-use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    ADMIN_PASSWORD, LiveServer, Reply, TENANT_PASSWORD, TestApp, config_text, http_login,
+    ADMIN_PASSWORD, LiveServer, ManualClock, Reply, TENANT_PASSWORD, TestApp, config_text,
+    http_login,
 };
 
 /// An app whose config has `extra` inserted at the top of `[server]` (or any other
@@ -405,23 +404,13 @@ async fn tenant_event_ids_count_their_projects_only() {
     server.stop().await;
 }
 
-/// A clock the test moves by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<OffsetDateTime>);
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_kiosk_link_can_expire_and_then_opens_nothing() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     // Sessions outlive the link here, so that it is the link's expiry that ends one.
     let extra = "[session]\nabsolute_lifetime_hours = 48\n";
     let config = Config::parse(&config_text(dir.path(), extra)).unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
+    let clock = ManualClock::now();
     let state = AppState::open_with_clock(config, clock.clone())
         .await
         .unwrap();
@@ -466,7 +455,7 @@ async fn a_kiosk_link_can_expire_and_then_opens_nothing() {
         StatusCode::OK
     );
 
-    *clock.0.lock().unwrap() += time::Duration::hours(25);
+    clock.advance(time::Duration::hours(25));
     assert_eq!(
         app.get("/api/migrations", Some(&screen)).await.status,
         StatusCode::UNAUTHORIZED,

@@ -1,14 +1,12 @@
 //! Sessions live in the SQLite file: they survive restarts and end when they should.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use converge_server::config::Config;
-use converge_server::state::Clock;
 use converge_server::{AppState, auth};
-use time::OffsetDateTime;
 
-use crate::support::{ADMIN_PASSWORD, TENANT_PASSWORD, TestApp, config_text};
+use crate::support::{ADMIN_PASSWORD, ManualClock, TENANT_PASSWORD, TestApp, config_text};
 
 #[tokio::test]
 async fn a_session_survives_a_server_restart() {
@@ -79,16 +77,6 @@ async fn a_removed_user_is_signed_out() {
     );
 }
 
-/// A clock the test moves by hand.
-#[derive(Debug)]
-struct ManualClock(Mutex<OffsetDateTime>);
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap()
-    }
-}
-
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_lifetime_however_active() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -97,17 +85,14 @@ async fn a_session_ends_at_its_absolute_lifetime_however_active() {
         "[session]\nabsolute_lifetime_hours = 2\n",
     ))
     .unwrap();
-    let clock = Arc::new(ManualClock(Mutex::new(OffsetDateTime::now_utc())));
+    let clock = ManualClock::now();
     let state = AppState::open_with_clock(config, clock.clone())
         .await
         .unwrap();
     let app = TestApp::with_state(dir, state);
     let cookie = app.login("admin", ADMIN_PASSWORD).await;
 
-    let advance = |minutes: i64| {
-        let mut now = clock.0.lock().unwrap();
-        *now += time::Duration::minutes(minutes);
-    };
+    let advance = |minutes: i64| clock.advance(time::Duration::minutes(minutes));
     advance(119);
     assert_eq!(
         app.get("/api/me", Some(&cookie)).await.status,
