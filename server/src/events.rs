@@ -12,10 +12,10 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::http::auth::Principal;
+use crate::http::state::AppState;
 use crate::hub::{Hub, Published, Subscription};
-use crate::state::AppState;
 
 /// How often a wall screen's stream marks its kiosk link as used (the write itself
 /// happens at most once a minute).

@@ -4,9 +4,10 @@
 use axum::extract::State;
 use converge_api::{Host, Vm};
 
-use crate::auth::{Require, ViewFleet};
+use crate::auth::ViewFleet;
 use crate::error::Json;
 use crate::fleet::Fleet;
+use crate::http::auth::Require;
 
 pub(crate) async fn hosts(_: Require<ViewFleet>, State(fleet): State<Fleet>) -> Json<Vec<Host>> {
     Json(fleet.read().hosts())

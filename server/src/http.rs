@@ -3,4 +3,7 @@
 //! one resource at a time; see the README's layout.)
 
 pub(crate) mod audit;
+pub mod auth;
+pub(crate) mod kiosk;
+pub mod state;
 pub(crate) mod tenant;

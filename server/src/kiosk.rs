@@ -1,5 +1,6 @@
 //! Kiosk tokens: an admin makes one per wall screen; the screen opens
-//! `/kiosk#token=<secret>` and gets a read-only kiosk session without a password.
+//! `/kiosk#token=<secret>` and gets a read-only kiosk session without a password (the
+//! routes are `http::kiosk`).
 //!
 //! Only a SHA-256 of each secret is stored (the secret is 32 random bytes, so a fast hash
 //! is enough: there is nothing to brute-force). The tokens live in the database and, for
@@ -8,25 +9,17 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::Instant;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use converge_api::{CreatedKioskToken, KioskSignIn, KioskToken, Me, NewKioskToken};
+use converge_api::KioskToken;
 use password_hash::rand_core::{OsRng, RngCore};
 use sqlx::SqlitePool;
-use tower_sessions::Session;
 
-use crate::audit;
-use crate::auth::{ClientAddr, ManageKiosk, Require, User, hex, secret_sha256, sign_in_kiosk};
-use crate::clock::unix_ms_now;
-use crate::error::{ApiError, Json, Path};
-use crate::state::AppState;
+use crate::auth::{hex, secret_sha256};
 
 /// Longest label accepted, in characters.
-const MAX_LABEL_CHARS: usize = 64;
+pub(crate) const MAX_LABEL_CHARS: usize = 64;
 /// Longest lifetime a kiosk link may be given, in days (ten years).
-const MAX_LIFETIME_DAYS: u32 = 3650;
+pub(crate) const MAX_LIFETIME_DAYS: u32 = 3650;
 /// `last_used_at_ms` is written at most this often per token.
 const LAST_USED_EVERY_MS: i64 = 60_000;
 
@@ -121,6 +114,78 @@ impl KioskTokens {
         }
     }
 
+    /// The token with this id, revoked or not.
+    pub fn get(&self, id: i64) -> Option<KioskToken> {
+        self.read().tokens.get(&id).cloned()
+    }
+
+    /// Makes and stores a token for the screen `label`, by `created_by` at `now_ms`,
+    /// working until `expires_at_ms` if given. Returns it and its secret, which is kept
+    /// nowhere (only its SHA-256 is).
+    pub async fn create(
+        &self,
+        db: &SqlitePool,
+        label: String,
+        created_by: String,
+        now_ms: i64,
+        expires_at_ms: Option<i64>,
+    ) -> Result<(KioskToken, String), sqlx::Error> {
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        let secret = hex(&secret);
+        let digest = secret_sha256(&secret);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO kiosk_tokens (label, secret_sha256, created_at_ms, created_by, \
+             expires_at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&label)
+        .bind(&digest)
+        .bind(now_ms)
+        .bind(&created_by)
+        .bind(expires_at_ms)
+        .fetch_one(db)
+        .await?;
+        let row = TokenRow {
+            id,
+            label,
+            secret_sha256: digest,
+            created_at_ms: now_ms,
+            created_by,
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+            expires_at_ms,
+        };
+        let mut registry = self.write();
+        registry.add(row);
+        let token = registry.tokens.get(&id).cloned();
+        drop(registry);
+        token
+            .map(|token| (token, secret))
+            .ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// Revokes token `id` at `now_ms`; `false` when it was revoked already. Of two
+    /// revocations at once only one happens (the update is conditional).
+    pub async fn revoke(&self, db: &SqlitePool, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
+        let revoked = sqlx::query(
+            "UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            return Ok(false);
+        }
+        let mut registry = self.write();
+        registry.by_hash.retain(|_, live| *live != id);
+        if let Some(t) = registry.tokens.get_mut(&id) {
+            t.revoked_at_ms = Some(now_ms);
+        }
+        Ok(true)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.inner
             .read()
@@ -169,213 +234,6 @@ struct TokenRow {
     last_used_at_ms: Option<i64>,
     revoked_at_ms: Option<i64>,
     expires_at_ms: Option<i64>,
-}
-
-/// `GET /api/kiosk-tokens`: every token, newest first, without secrets.
-pub(crate) async fn list(
-    _: Require<ManageKiosk>,
-    State(state): State<AppState>,
-) -> Json<Vec<KioskToken>> {
-    Json(state.kiosk.all())
-}
-
-/// `POST /api/kiosk-tokens`: a new token; its secret is in this answer and nowhere else.
-pub(crate) async fn create(
-    Require(admin, _): Require<ManageKiosk>,
-    State(state): State<AppState>,
-    ClientAddr(client_addr): ClientAddr,
-    Json(request): Json<NewKioskToken>,
-) -> Result<(StatusCode, Json<CreatedKioskToken>), ApiError> {
-    let label = request.label.trim().to_owned();
-    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
-        return Err(ApiError::Unprocessable(format!(
-            "give the screen a label of 1 to {MAX_LABEL_CHARS} characters, e.g. \"NOC wall, left\""
-        )));
-    }
-    if label.chars().any(char::is_control) {
-        return Err(ApiError::Unprocessable(
-            "a label cannot contain control characters".into(),
-        ));
-    }
-    let lifetime_days = match request.expires_in_days {
-        None => None,
-        Some(days @ 1..=MAX_LIFETIME_DAYS) => Some(i64::from(days)),
-        Some(_) => {
-            return Err(ApiError::Unprocessable(format!(
-                "expires_in_days must be between 1 and {MAX_LIFETIME_DAYS}, or left out for a \
-                 link that lasts until it is revoked"
-            )));
-        }
-    };
-    let mut secret = [0u8; 32];
-    OsRng.fill_bytes(&mut secret);
-    let secret = hex(&secret);
-    let digest = secret_sha256(&secret);
-    let now_ms = unix_ms_now(&*state.clock);
-    let expires_at_ms = lifetime_days.map(|days| now_ms.saturating_add(days * 86_400_000));
-    let username = admin.user.username.clone();
-    // The audit row comes first: a token that exists was recorded.
-    let entry = audit::NewEntry {
-        actor: username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_token_create".into(),
-        vm: None,
-        migration_id: None,
-        details: match lifetime_days {
-            Some(days) => format!("label \"{label}\", expires in {days} days"),
-            None => format!("label \"{label}\""),
-        },
-    };
-    let audit_id = audit::begin(&state.db, now_ms, &entry)
-        .await
-        .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO kiosk_tokens (label, secret_sha256, created_at_ms, created_by, \
-         expires_at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(&label)
-    .bind(&digest)
-    .bind(now_ms)
-    .bind(&username)
-    .bind(expires_at_ms)
-    .fetch_one(&state.db)
-    .await
-    .map_err(|err| ApiError::internal("saving a kiosk token", err))?;
-    audit::finish(&state.db, audit_id, &format!("ok (token {id})"))
-        .await
-        .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
-    let row = TokenRow {
-        id,
-        label,
-        secret_sha256: digest,
-        created_at_ms: now_ms,
-        created_by: username,
-        last_used_at_ms: None,
-        revoked_at_ms: None,
-        expires_at_ms,
-    };
-    state.kiosk.write().add(row);
-    let token = state
-        .kiosk
-        .live(id, now_ms)
-        .ok_or_else(|| ApiError::internal("kiosk token", "vanished after saving"))?;
-    tracing::info!(token = id, label = %token.label, "kiosk token created");
-    let path = format!("/kiosk#token={secret}");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKioskToken {
-            token,
-            secret,
-            path,
-        }),
-    ))
-}
-
-/// `DELETE /api/kiosk-tokens/{id}`: revokes a token; its screens drop within seconds.
-pub(crate) async fn revoke(
-    Require(admin, _): Require<ManageKiosk>,
-    State(state): State<AppState>,
-    ClientAddr(client_addr): ClientAddr,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let no_such = || ApiError::NotFound(format!("there is no kiosk token {id}"));
-    let id: i64 = id.parse().map_err(|_| no_such())?;
-    let token = state
-        .kiosk
-        .read()
-        .tokens
-        .get(&id)
-        .cloned()
-        .ok_or_else(no_such)?;
-    // Every attempt on a real token is audited, a refused one too.
-    let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry {
-        actor: admin.user.username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_token_revoke".into(),
-        vm: None,
-        migration_id: None,
-        details: format!("token {id} (\"{}\")", token.label),
-    };
-    let audit_id = audit::begin(&state.db, now_ms, &entry)
-        .await
-        .map_err(|err| ApiError::internal("recording a revocation", err))?;
-    // Conditional, so that of two revocations at once only one happens; the other (and a
-    // revocation of a token revoked long ago) is refused here.
-    let revoked = sqlx::query(
-        "UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&state.db)
-    .await
-    .map_err(|err| ApiError::internal("revoking a kiosk token", err))?
-    .rows_affected();
-    if revoked == 0 {
-        audit::finish(&state.db, audit_id, "refused: already revoked")
-            .await
-            .map_err(|err| ApiError::internal("recording a revocation", err))?;
-        return Err(ApiError::Conflict(format!(
-            "kiosk token {id} (\"{}\") is already revoked",
-            token.label
-        )));
-    }
-    {
-        let mut registry = state.kiosk.write();
-        registry.by_hash.retain(|_, live| *live != id);
-        if let Some(t) = registry.tokens.get_mut(&id) {
-            t.revoked_at_ms = Some(now_ms);
-        }
-    }
-    // Its screens' streams end now; their next request is refused by `Principal`.
-    state.sessions.end_kiosk_streams(id);
-    audit::finish(&state.db, audit_id, "ok")
-        .await
-        .map_err(|err| ApiError::internal("recording a revocation", err))?;
-    tracing::info!(token = id, "kiosk token revoked");
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /api/kiosk/session`: a wall screen signs in with its token.
-pub(crate) async fn sign_in(
-    State(state): State<AppState>,
-    ClientAddr(client_addr): ClientAddr,
-    session: Session,
-    Json(request): Json<KioskSignIn>,
-) -> Result<Json<Me>, ApiError> {
-    // Failures count against the address alone (see `LoginThrottle::begin_address`).
-    let attempt = state
-        .throttle
-        .begin_address(client_addr, Instant::now())
-        .map_err(|wait| ApiError::Throttled {
-            retry_after_secs: wait.as_secs_f64().ceil() as u64,
-        })?;
-    let Some(token) = state
-        .kiosk
-        .find(request.token.trim(), unix_ms_now(&*state.clock))
-    else {
-        // The attempt stays counted.
-        drop(attempt);
-        tracing::warn!(%client_addr, "kiosk sign-in refused: unknown or revoked token");
-        return Err(ApiError::KioskTokenInvalid);
-    };
-    state.throttle.withdraw(attempt);
-    let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry {
-        actor: format!("kiosk:{}", token.label),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_sign_in".into(),
-        vm: None,
-        migration_id: None,
-        details: format!("token {}", token.id),
-    };
-    audit::record(&state.db, now_ms, &entry, "ok")
-        .await
-        .map_err(|err| ApiError::internal("recording a kiosk sign-in", err))?;
-    state.kiosk.used(&state.db, token.id, now_ms).await;
-    sign_in_kiosk(&state, &session, &token).await?;
-    tracing::info!(token = token.id, %client_addr, "kiosk signed in");
-    Ok(Json(User::kiosk(&token).me()))
 }
 
 #[cfg(test)]

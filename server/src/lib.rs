@@ -16,7 +16,7 @@ pub mod forecast;
 mod hardening;
 mod health;
 mod hosts;
-mod http;
+pub mod http;
 pub mod hub;
 pub mod hypervisor;
 pub mod kiosk;
@@ -26,7 +26,6 @@ mod migrations;
 pub mod policy;
 pub mod presets;
 pub mod routes;
-pub mod state;
 pub mod store;
 mod web;
 
@@ -47,7 +46,7 @@ use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Level;
 
 pub use error::{ApiError, Json, Path, Query};
-pub use state::AppState;
+pub use http::state::{AppState, StartupError};
 
 /// Largest JSON body the API reads; every request it serves is a few hundred bytes.
 const MAX_API_BODY_BYTES: usize = 64 * 1024;

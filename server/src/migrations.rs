@@ -11,15 +11,16 @@ use converge_libvirt::{MigrationFlags, MigrationRequest};
 use serde::Deserialize;
 
 use crate::audit::{self, NewEntry};
-use crate::auth::{ClientAddr, Operate, Require, ViewFleet};
+use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
 use crate::error::{ApiError, Json, Path, Query};
 use crate::fleet::{Act, ActKind, Executor, new_id};
+use crate::http::auth::{ClientAddr, Require};
 use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
 const DIRTY_RATE_PERIOD_S: u32 = 1;
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 pub(crate) async fn list(
     _: Require<ViewFleet>,

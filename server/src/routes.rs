@@ -9,9 +9,9 @@
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
 
-use crate::http::{audit, tenant};
-use crate::state::AppState;
-use crate::{auth, events, health, hosts, kiosk, migrations};
+use crate::http::state::AppState;
+use crate::http::{audit, auth, kiosk, tenant};
+use crate::{events, health, hosts, migrations};
 
 /// One route: its method and its path under `/api`, as axum spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,15 +1,8 @@
-//! Who may do what: the one table of roles and permissions, and the extractor that
-//! enforces it. A handler that takes `Require<Operate>` cannot run for a tenant.
+//! Who may do what: the one table of roles and permissions, and the permissions as types
+//! for the edge's `Require<P>` extractor (a handler that takes `Require<Operate>` cannot
+//! run for a tenant).
 
-use std::marker::PhantomData;
-
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use converge_api::Role;
-
-use super::Principal;
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Something a role may be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,29 +73,6 @@ impl Needed for ManageKiosk {
 pub struct ViewOwnVms;
 impl Needed for ViewOwnVms {
     const PERMISSION: Permission = Permission::ViewOwnVms;
-}
-
-/// A signed-in user whose role has permission `P`: 401 without a session, 403 without
-/// the permission.
-#[derive(Debug)]
-pub struct Require<P: Needed>(pub Principal, pub PhantomData<P>);
-
-impl<S, P> FromRequestParts<S> for Require<P>
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-    P: Needed,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal = Principal::from_request_parts(parts, state).await?;
-        if allows(principal.user.role, P::PERMISSION) {
-            Ok(Self(principal, PhantomData))
-        } else {
-            Err(ApiError::Forbidden)
-        }
-    }
 }
 
 #[cfg(test)]

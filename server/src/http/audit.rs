@@ -5,9 +5,10 @@ use converge_api::AuditEntry;
 use serde::Deserialize;
 
 use crate::audit::list;
-use crate::auth::{ReadAudit, Require};
+use crate::auth::ReadAudit;
 use crate::error::{ApiError, Json, Query};
-use crate::state::AppState;
+use crate::http::auth::Require;
+use crate::http::state::AppState;
 
 /// Query of `GET /api/audit`.
 #[derive(Debug, Deserialize)]

@@ -4,10 +4,11 @@
 use axum::extract::State;
 use converge_api::{Migration, TenantVm, TenantVmDetail, Vm};
 
-use crate::auth::{Require, ViewOwnVms};
+use crate::auth::ViewOwnVms;
 use crate::error::{ApiError, Json, Path};
 use crate::fleet::tenant::{in_scope, tenant_move, tenant_vm, vm_or_last_seen};
-use crate::state::AppState;
+use crate::http::auth::Require;
+use crate::http::state::AppState;
 use crate::store;
 
 /// Moves of one VM a tenant's detail page lists at most.

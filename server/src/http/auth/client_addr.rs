@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 
 use crate::config::ProxyNet;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::state::AppState;
 
 /// The address a request came from: the peer of the TCP connection or, when that peer is
 /// a trusted proxy (`server.trusted_proxies`), the rightmost `X-Forwarded-For` entry that

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tower_sessions::Session;
 
-use super::users::User;
+use crate::auth::{StreamOwner, User};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::http::state::AppState;
 use converge_api::KioskToken;
 
 /// Key of the sign-in record inside the session.
@@ -66,10 +66,10 @@ impl Principal {
     }
 
     /// Who the principal's live streams count against.
-    pub fn stream_owner(&self) -> super::StreamOwner {
+    pub fn stream_owner(&self) -> StreamOwner {
         match self.kiosk_token {
-            Some(id) => super::StreamOwner::Kiosk(id),
-            None => super::StreamOwner::User(self.user.username.clone()),
+            Some(id) => StreamOwner::Kiosk(id),
+            None => StreamOwner::User(self.user.username.clone()),
         }
     }
 }
