@@ -25,13 +25,14 @@ fn fixed(numerator: u64, denominator: u64, decimals: u32) -> String {
     }
 }
 
-/// `512 MiB`, `1.93 GiB`, `740 KiB`.
+/// `512 MiB`, `1.93 GiB`, `740 KiB`. A unit takes over where the one below would round
+/// up to its limit, so no figure reads `1024 MiB` or `10.0 MiB`.
 pub fn bytes(n: u64) -> String {
-    if n >= GIB {
+    if n >= GIB - MIB / 2 {
         format!("{} GiB", fixed(n, GIB, 2))
-    } else if n >= 10 * MIB {
+    } else if n >= 10 * MIB - MIB / 20 {
         format!("{} MiB", fixed(n, MIB, 0))
-    } else if n >= MIB {
+    } else if n >= MIB - KIB / 2 {
         format!("{} MiB", fixed(n, MIB, 1))
     } else if n >= KIB {
         format!("{} KiB", fixed(n, KIB, 0))
@@ -40,24 +41,25 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// `32.0 MiB/s`.
+/// `32.0 MiB/s`; like [`bytes`], never `1024 KiB/s` or `1024.0 MiB/s`.
 pub fn rate(bytes_per_s: u64) -> String {
     let n = bytes_per_s;
-    if n >= GIB {
+    if n >= GIB - MIB / 20 {
         format!("{} GiB/s", fixed(n, GIB, 2))
-    } else if n >= MIB {
+    } else if n >= MIB - KIB / 2 {
         format!("{} MiB/s", fixed(n, MIB, 1))
     } else {
         format!("{} KiB/s", fixed(n, KIB, 0))
     }
 }
 
-/// `33 ms`, `4.1 s`, `2 min 05 s`, `1 h 02 min`.
+/// `33 ms`, `4.1 s`, `2 min 05 s`, `1 h 02 min`. Every unit rounds down, so `59.97 s`
+/// reads `59.9 s`, not `60.0 s`.
 pub fn duration_ms(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
     } else if ms < 60_000 {
-        format!("{} s", fixed(ms, 1000, 1))
+        format!("{} s", fixed(ms / 100, 10, 1))
     } else if ms < 3_600_000 {
         format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
     } else {
@@ -65,9 +67,10 @@ pub fn duration_ms(ms: u64) -> String {
     }
 }
 
-/// `63 %`.
+/// `63 %`, rounded, but short of 100 it reads at most `99 %`: `100 %` means all of it.
 pub fn pct(p: f64) -> String {
-    format!("{} %", p.round() as i64)
+    let whole = p.round() as i64;
+    format!("{} %", if p < 100.0 { whole.min(99) } else { whole })
 }
 
 /// `2026-11-28 14:03:07` in the browser's local time.
@@ -83,3 +86,6 @@ pub fn clock(unix_ms: i64) -> String {
         d.get_seconds()
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,11 @@ use converge_api::{LeverChange, Migration};
 
 use crate::format;
 
-/// The smallest dirty set at a pass boundary the dashboard knows, bytes.
+/// Bytes in a MiB: lever values typed in MiB.
+const MIB: u64 = 1 << 20;
+
+/// The dirty set the latest pass left (its value at the latest known pass boundary),
+/// bytes; before any, what the latest sample has still to send.
 pub fn dirty_set(m: &Migration, boundaries: &[converge_api::IterationMark]) -> Option<u64> {
     boundaries
         .iter()
@@ -44,7 +48,7 @@ pub fn hint(change: LeverChange, m: &Migration, dirty: Option<u64>) -> String {
             )
         }
         LeverChange::Bandwidth { mib_s } => {
-            let bytes_per_s = mib_s << 20;
+            let bytes_per_s = mib_s.saturating_mul(MIB);
             match dirty.and_then(|d| {
                 d.saturating_mul(1000)
                     .checked_div(bytes_per_s)
@@ -66,7 +70,7 @@ pub fn hint(change: LeverChange, m: &Migration, dirty: Option<u64>) -> String {
                 .and_then(|s| s.xbzrle)
                 .map(|x| x.hit_rate_pct().unwrap_or(0));
             format!(
-                "A {} cache keeps pages already sent so re-dirtied ones go as small deltas{}; it should be half as big again as the dirty set ({}). Resizing empties it, and in the lab did not raise the hit rate: starting again with a larger cache did.",
+                "A {} cache sends re-dirtied pages as small deltas{}; make it half as big again as the dirty set ({}). Resizing empties it and did not raise the hit rate in the lab; starting again with a larger cache did.",
                 format::bytes(bytes),
                 hits.map(|h| format!(" (hits now {h} %)"))
                     .unwrap_or_default(),
@@ -90,3 +94,6 @@ pub fn hint(change: LeverChange, m: &Migration, dirty: Option<u64>) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -189,26 +189,32 @@ impl Live {
 
     /// Migrations in display order: active first, then newest first.
     pub fn ordered(&self) -> Vec<(String, RwSignal<MigrationView>)> {
-        let mut all: Vec<(String, RwSignal<MigrationView>, bool, i64)> = self
+        let mut all: Vec<((String, RwSignal<MigrationView>), bool, i64)> = self
             .migrations
             .get()
             .into_iter()
             .map(|(id, view)| {
                 let (active, started) =
                     view.with(|v| (v.migration.state.is_active(), v.migration.started_at_ms));
-                (id, view, active, started)
+                ((id, view), active, started)
             })
             .collect();
-        // An insertion sort: a handful of migrations, and the standard sorts would add
-        // kilobytes to the bundle.
-        for i in 1..all.len() {
-            let mut j = i;
-            while j > 0 && (!all[j - 1].2, -all[j - 1].3) > (!all[j].2, -all[j].3) {
-                all.swap(j - 1, j);
-                j -= 1;
-            }
+        display_order(&mut all);
+        all.into_iter().map(|(entry, ..)| entry).collect()
+    }
+}
+
+/// Display order of `(migration, active, started at)`: active first, then newest first;
+/// ties keep their order.
+fn display_order<T>(all: &mut [(T, bool, i64)]) {
+    // An insertion sort: a handful of migrations, and the standard sorts would add
+    // kilobytes to the bundle.
+    for i in 1..all.len() {
+        let mut j = i;
+        while j > 0 && (!all[j - 1].1, -all[j - 1].2) > (!all[j].1, -all[j].2) {
+            all.swap(j - 1, j);
+            j -= 1;
         }
-        all.into_iter().map(|(id, view, ..)| (id, view)).collect()
     }
 }
 
@@ -273,3 +279,6 @@ fn open_events(
         Err(_) => state.set(StreamState::Closed),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,3 +107,6 @@ fn location_path() -> String {
         .pathname()
         .unwrap_or_else(|_| "/".into())
 }
+
+#[cfg(test)]
+mod tests;

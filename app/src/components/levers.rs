@@ -30,7 +30,7 @@ pub fn Levers(view: RwSignal<MigrationView>) -> impl IntoView {
                     make=|v| LeverChange::Bandwidth { mib_s: v } />
                 <Show when=xbzrle>
                     <Lever view=view name="xbzrle" label="xbzrle cache" unit="MiB"
-                        make=|v| LeverChange::XbzrleCache { bytes: v << 20 } />
+                        make=|v| LeverChange::XbzrleCache { bytes: v.saturating_mul(1 << 20) } />
                 </Show>
                 <Show when=postcopy><PostCopy view=view /></Show>
             </div>
@@ -172,3 +172,6 @@ pub fn countdown(view: &MigrationView, now_ms: i64) -> Option<String> {
         d.kind
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -165,14 +165,7 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
                 })
             })
             .collect();
-        // An insertion sort, as in `Live::ordered`: a std sort costs kilobytes of wasm.
-        for i in 1..tiles.len() {
-            let mut j = i;
-            while j > 0 && (tiles[j - 1].0, tiles[j - 1].1) > (tiles[j].0, tiles[j].1) {
-                tiles.swap(j - 1, j);
-                j -= 1;
-            }
-        }
+        by_attention(&mut tiles);
         tiles
     };
     let totals = move || {
@@ -222,6 +215,19 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
                 }.into_any()
             }
         }}
+    }
+}
+
+/// Board order of `(attention rank, started at, tile)`: most in need of attention first,
+/// then the longest running; ties keep their order.
+fn by_attention<T>(tiles: &mut [(u8, i64, T)]) {
+    // An insertion sort, as in `Live::ordered`: a std sort costs kilobytes of wasm.
+    for i in 1..tiles.len() {
+        let mut j = i;
+        while j > 0 && (tiles[j - 1].0, tiles[j - 1].1) > (tiles[j].0, tiles[j].1) {
+            tiles.swap(j - 1, j);
+            j -= 1;
+        }
     }
 }
 
@@ -293,3 +299,6 @@ fn Tile(view: RwSignal<MigrationView>, now: RwSignal<i64>) -> impl IntoView {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
