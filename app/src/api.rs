@@ -138,13 +138,11 @@ pub async fn kiosk_tokens() -> Result<Vec<KioskToken>, ApiError> {
 }
 
 /// `POST /api/kiosk-tokens`: a new token, its secret shown this once.
-pub async fn create_kiosk_token(
-    label: String,
-    expires_in_days: Option<u32>,
-) -> Result<CreatedKioskToken, ApiError> {
+/// The page makes links that last until revoked; an expiry is set through the API.
+pub async fn create_kiosk_token(label: String) -> Result<CreatedKioskToken, ApiError> {
     let body = NewKioskToken {
         label,
-        expires_in_days,
+        expires_in_days: None,
     };
     json(request("POST", "/api/kiosk-tokens", Some(to_json(&body)?)).await?)
 }

@@ -88,7 +88,7 @@ pub fn MigrationCard(
                 <div><dt>"Dirty rate"</dt><dd class="dirty">{move || last().map(|s| format::rate(s.dirty_rate_bytes_per_s)).unwrap_or_else(|| "–".into())}</dd></div>
                 <div><dt>"Expected pause"</dt><dd>{move || downtime_text(last(), m().levers.downtime_limit_ms)}</dd></div>
                 <div><dt>"Throttle"</dt><dd>{move || last().and_then(|s| s.throttle_pct).map(|p| format!("{p} %")).unwrap_or_else(|| "off".into())}</dd></div>
-                <div><dt>"xbzrle hits"</dt><dd data-testid="xbzrle">{move || last().and_then(|s| s.xbzrle).map(|x| x.hit_rate_pct().map_or_else(|| "–".into(), |h| format!("{h} %"))).unwrap_or_else(|| "off".into())}</dd></div>
+                <div><dt>"xbzrle hits"</dt><dd data-testid="xbzrle">{move || last().and_then(|s| s.xbzrle).map(|x| x.hit_rate_pct().map_or("–".into(), |h| format::pct(f64::from(h)))).unwrap_or_else(|| "off".into())}</dd></div>
             </dl>
             <div class="charts">
                 <LineChart title="Transfer vs dirty rate" series=rates marks=marks format_y=|y| format::rate(y as u64) />

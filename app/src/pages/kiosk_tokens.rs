@@ -13,8 +13,6 @@ pub fn KioskTokensPage() -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<CreatedKioskToken>);
     let label = RwSignal::new(String::new());
-    // Days until the link expires; empty: until revoked.
-    let days = RwSignal::new(String::new());
     let load = move || {
         leptos::task::spawn_local(async move {
             match api::kiosk_tokens().await {
@@ -27,8 +25,7 @@ pub fn KioskTokensPage() -> impl IntoView {
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         leptos::task::spawn_local(async move {
-            let expires_in_days = days.get_untracked().parse().ok();
-            match api::create_kiosk_token(label.get_untracked(), expires_in_days).await {
+            match api::create_kiosk_token(label.get_untracked()).await {
                 Ok(new) => {
                     created.set(Some(new));
                     label.set(String::new());
@@ -56,10 +53,6 @@ pub fn KioskTokensPage() -> impl IntoView {
             <form class="inline-form" on:submit=create>
                 <label>"Screen " <input name="label" placeholder="NOC wall, left" maxlength="64" required
                     prop:value=move || label.get() on:input=move |ev| label.set(event_target_value(&ev)) /></label>
-                <label>"Expires " <select name="expires" on:change=move |ev| days.set(event_target_value(&ev))>
-                    <option value="">"never"</option><option value="1">"in a day"</option>
-                    <option value="30">"in 30 days"</option><option value="365">"in a year"</option>
-                </select></label>
                 <button type="submit">"Create link"</button>
             </form>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
@@ -86,7 +79,7 @@ pub fn KioskTokensPage() -> impl IntoView {
                                 <td>{t.last_used_at_ms.map(format::clock).unwrap_or_else(|| "never".into())}</td>
                                 <td>{match (t.revoked_at_ms, t.expires_at_ms) {
                                     (Some(at), _) => format!("revoked {}", format::clock(at)),
-                                    (None, Some(at)) => format!("{} {}", if at <= js_sys::Date::now() as i64 { "expired" } else { "active, expires" }, format::clock(at)),
+                                    (None, Some(at)) => format!("until {}", format::clock(at)),
                                     (None, None) => "active".into(),
                                 }}</td>
                                 <td>{live.then(|| view! {
