@@ -14,10 +14,6 @@ pub struct Error {
 
 /// `VIR_ERR_NO_DOMAIN`: the domain does not exist on this host.
 const VIR_ERR_NO_DOMAIN: i32 = 42;
-/// `VIR_ERR_OPERATION_INVALID`: e.g. "domain is not running", "no job is active".
-const VIR_ERR_OPERATION_INVALID: i32 = 55;
-/// `VIR_ERR_NO_SUPPORT`: this hypervisor or version does not support the call.
-const VIR_ERR_NO_SUPPORT: i32 = 3;
 
 impl Error {
     pub(crate) fn other(message: impl Into<String>) -> Self {
@@ -36,16 +32,6 @@ impl Error {
     /// The domain does not exist (any more) on the host asked.
     pub fn is_no_domain(&self) -> bool {
         self.code == VIR_ERR_NO_DOMAIN
-    }
-
-    /// The request does not fit the domain's state (not running, no job, …).
-    pub fn is_invalid_operation(&self) -> bool {
-        self.code == VIR_ERR_OPERATION_INVALID
-    }
-
-    /// The hypervisor does not support this call.
-    pub fn is_unsupported(&self) -> bool {
-        self.code == VIR_ERR_NO_SUPPORT
     }
 }
 

@@ -32,11 +32,6 @@ pub enum LifecycleEvent {
     Other(i32, i32),
 }
 
-/// Detail code of `Started`/`Stopped`/`Suspended`/`Resumed` meaning "because of migration".
-pub const DETAIL_MIGRATED: i32 = 1;
-/// `VIR_DOMAIN_EVENT_STOPPED_MIGRATED`.
-pub const STOPPED_MIGRATED: i32 = 3;
-
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEventKind {

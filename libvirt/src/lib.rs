@@ -22,10 +22,7 @@ mod typed_params;
 pub use connection::{CloseReason, Connection, DomainSummary};
 pub use domain::{Domain, DomainState, MigrationFlags, MigrationRequest};
 pub use error::Error;
-pub use events::{
-    DETAIL_MIGRATED, DomainEvent, DomainEventKind, EventSubscription, LifecycleEvent,
-    STOPPED_MIGRATED,
-};
+pub use events::{DomainEvent, DomainEventKind, EventSubscription, LifecycleEvent};
 pub use job::{JobKind, JobStats};
 pub use typed_params::ParamValue;
 

@@ -22,7 +22,7 @@ pub struct Config {
     /// The HTTP listener and the dashboard files.
     #[serde(default)]
     pub server: ServerConfig,
-    /// Where sessions (and, later, history and audit) are stored.
+    /// The database: sessions, migration history, audit log, kiosk links.
     #[serde(default)]
     pub database: DatabaseConfig,
     /// Session cookie and lifetimes.

@@ -1,9 +1,20 @@
-//! The HTTP edge: handlers that parse a request, check who asks, call one domain operation
-//! and map its typed result. (Handlers move here from the modules beside the domain code
-//! one resource at a time; see the README's layout.)
+//! The HTTP edge: the route table, the handlers (each parses a request, checks who asks,
+//! calls the domain and maps its typed result), the extractors, the one error type,
+//! hardening, the accept loop, static files and the live stream. No SQL and no libvirt
+//! here — except `migrations.rs`, whose start handler still carries the start service
+//! (preset, lint, measure, adapt, begin, persist, audit, migrate) until it is split out.
 
 pub(crate) mod audit;
 pub mod auth;
+pub mod error;
+pub(crate) mod events;
+pub(crate) mod hardening;
+pub(crate) mod health;
+pub(crate) mod hosts;
 pub(crate) mod kiosk;
+pub(crate) mod listener;
+pub(crate) mod migrations;
+pub mod routes;
 pub mod state;
 pub(crate) mod tenant;
+pub(crate) mod web;

@@ -285,9 +285,4 @@ impl Hypervisors {
     pub fn get(&self, name: &str) -> Option<&HostHandle> {
         self.hosts.get(name)
     }
-
-    /// Every host, in name order.
-    pub fn iter(&self) -> impl Iterator<Item = &HostHandle> {
-        self.hosts.values()
-    }
 }

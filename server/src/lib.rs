@@ -9,25 +9,16 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
-mod error;
-mod events;
 pub mod fleet;
 pub mod forecast;
-mod hardening;
-mod health;
-mod hosts;
 pub mod http;
 pub mod hub;
 pub mod hypervisor;
 pub mod kiosk;
-mod listener;
 pub mod metrics;
-mod migrations;
 pub mod policy;
 pub mod presets;
-pub mod routes;
 pub mod store;
-mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -45,7 +36,8 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use tracing::Level;
 
-pub use error::{ApiError, Json, Path, Query};
+pub use http::error::{ApiError, Json, Path, Query};
+pub use http::routes;
 pub use http::state::{AppState, StartupError};
 
 /// Largest JSON body the API reads; every request it serves is a few hundred bytes.
@@ -67,36 +59,36 @@ pub fn router(state: AppState) -> Router {
             session.idle_timeout_minutes.into(),
         )));
     let body_timeout = Duration::from_secs(state.config.server.body_timeout_s);
-    let api = routes::api()
-        .fallback(error::api_route_not_found)
-        .method_not_allowed_fallback(error::api_method_not_allowed)
+    let api = http::routes::api()
+        .fallback(http::error::api_route_not_found)
+        .method_not_allowed_fallback(http::error::api_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(sessions)
-        .layer(middleware::from_fn(hardening::no_store))
+        .layer(middleware::from_fn(http::hardening::no_store))
         // Before the session is even loaded: a cross-site request changes nothing.
         .layer(middleware::from_fn_with_state(
-            hardening::AllowedOrigins(state.config.server.allowed_origins.clone().into()),
-            hardening::refuse_cross_site,
+            http::hardening::AllowedOrigins(state.config.server.allowed_origins.clone().into()),
+            http::hardening::refuse_cross_site,
         ))
         // The default predicate already skips `text/event-stream`, so live streams are
         // never held back in a compressor's buffer.
         .layer(CompressionLayer::new());
     let dist = state.config.server.dist_dir.clone();
-    let policy = std::sync::Arc::new(hardening::Policy::new(dist.join("index.html")));
-    let hosts = hardening::AllowedHosts::from_config(&state.config.server);
+    let policy = std::sync::Arc::new(http::hardening::Policy::new(dist.join("index.html")));
+    let hosts = http::hardening::AllowedHosts::from_config(&state.config.server);
     Router::new()
         .nest("/api", api)
-        .fallback_service(web::service(&dist))
+        .fallback_service(http::web::service(&dist))
         // Before anything else: a request for another host name (DNS rebinding) gets
         // neither a file nor an API answer.
         .layer(middleware::from_fn_with_state(
             hosts,
-            hardening::refuse_foreign_host,
+            http::hardening::refuse_foreign_host,
         ))
         .layer(middleware::map_response(move |response: Response| {
             let csp = policy.current();
-            async move { hardening::with_security_headers(response, csp) }
+            async move { http::hardening::with_security_headers(response, csp) }
         }))
         .layer(
             // Method and path only: a query string or header may carry a credential.
@@ -135,8 +127,8 @@ pub async fn serve(
         // host workers.
         stop.cancel();
     });
-    let limits = listener::Limits::from_config(&state.config.server);
-    let served = listener::serve(listener, router(state), limits, stopping.clone()).await;
+    let limits = http::listener::Limits::from_config(&state.config.server);
+    let served = http::listener::serve(listener, router(state), limits, stopping.clone()).await;
     stopping.cancel();
     sweeper.abort();
     tracing::info!("server stopped");

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use crate::audit::list;
 use crate::auth::ReadAudit;
-use crate::error::{ApiError, Json, Query};
 use crate::http::auth::Require;
+use crate::http::error::{ApiError, Json, Query};
 use crate::http::state::AppState;
 
 /// Query of `GET /api/audit`.

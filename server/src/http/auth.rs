@@ -19,7 +19,7 @@ pub use require::Require;
 use crate::audit;
 use crate::auth::CheckError;
 use crate::clock::unix_ms_now;
-use crate::error::{ApiError, Json};
+use crate::http::error::{ApiError, Json};
 use crate::http::state::AppState;
 use principal::{AUTH_KEY, SessionAuth};
 

@@ -10,8 +10,8 @@ use tower_sessions::Session;
 use crate::audit;
 use crate::auth::{ManageKiosk, User};
 use crate::clock::unix_ms_now;
-use crate::error::{ApiError, Json, Path};
 use crate::http::auth::{ClientAddr, Require, sign_in_kiosk};
+use crate::http::error::{ApiError, Json, Path};
 use crate::http::state::AppState;
 use crate::kiosk::{MAX_LABEL_CHARS, MAX_LIFETIME_DAYS};
 

@@ -5,9 +5,9 @@ use axum::extract::State;
 use converge_api::{Migration, TenantVm, TenantVmDetail, Vm};
 
 use crate::auth::ViewOwnVms;
-use crate::error::{ApiError, Json, Path};
 use crate::fleet::tenant::{in_scope, tenant_move, tenant_vm, vm_or_last_seen};
 use crate::http::auth::Require;
+use crate::http::error::{ApiError, Json, Path};
 use crate::http::state::AppState;
 use crate::store;
 

@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
 use crate::config::ProxyNet;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
 /// The address a request came from: the peer of the TCP connection or, when that peer is

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use tower_sessions::Session;
 
 use crate::auth::{StreamOwner, User};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use converge_api::KioskToken;
 

@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 
 use super::Principal;
 use crate::auth::{Needed, allows};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
 /// A signed-in user whose role has permission `P`: 401 without a session, 403 without

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The host names this server answers to, lower-case, each with an optional port.
 #[derive(Debug, Clone)]

@@ -9,9 +9,8 @@
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
 
-use crate::http::state::AppState;
-use crate::http::{audit, auth, kiosk, tenant};
-use crate::{events, health, hosts, migrations};
+use super::state::AppState;
+use super::{audit, auth, events, health, hosts, kiosk, migrations, tenant};
 
 /// One route: its method and its path under `/api`, as axum spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_http::services::{ServeDir, ServeFile};

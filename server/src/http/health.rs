@@ -2,7 +2,7 @@
 
 use converge_api::Health;
 
-use crate::error::Json;
+use crate::http::error::Json;
 
 pub(crate) async fn health() -> Json<Health> {
     Json(Health {

@@ -12,8 +12,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use crate::error::ApiError;
 use crate::http::auth::Principal;
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::hub::{Hub, Published, Subscription};
 

@@ -1,5 +1,5 @@
 //! `/api/migrations`: list, history, detail, start, levers, abort; `/api/presets`.
-//! Routed in [`crate::routes`].
+//! Routed in [`crate::http::routes`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,9 +13,9 @@ use serde::Deserialize;
 use crate::audit::{self, NewEntry};
 use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
-use crate::error::{ApiError, Json, Path, Query};
 use crate::fleet::{Act, ActKind, Executor, new_id};
 use crate::http::auth::{ClientAddr, Require};
+use crate::http::error::{ApiError, Json, Path, Query};
 use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.

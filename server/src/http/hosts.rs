@@ -5,9 +5,9 @@ use axum::extract::State;
 use converge_api::{Host, Vm};
 
 use crate::auth::ViewFleet;
-use crate::error::Json;
 use crate::fleet::Fleet;
 use crate::http::auth::Require;
+use crate::http::error::Json;
 
 pub(crate) async fn hosts(_: Require<ViewFleet>, State(fleet): State<Fleet>) -> Json<Vec<Host>> {
     Json(fleet.read().hosts())
