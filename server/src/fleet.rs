@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use converge_api::{LiveEvent, Migration};
 use tokio::sync::{mpsc, oneshot};
 
-pub use act::{Act, ActKind, Executor};
+pub use act::{Act, ActError, ActKind, Executor};
 pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
 
 use crate::clock::Clock;

@@ -155,6 +155,39 @@ pub(crate) enum Command {
     Track { vm_uuid: String },
 }
 
+/// Why a host did not do what was asked: the typed boundary between the domain and the
+/// host workers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// The server is shutting down; the host's worker is gone.
+    #[error("host {host} is shutting down")]
+    ShuttingDown {
+        /// The host.
+        host: String,
+    },
+    /// The worker dropped the request without answering.
+    #[error("host {host} did not answer")]
+    NoAnswer {
+        /// The host.
+        host: String,
+    },
+    /// No host of that name is configured.
+    #[error("there is no host {host}")]
+    Unknown {
+        /// The name asked for.
+        host: String,
+    },
+    /// libvirt refused, or the host cannot take the request now (not connected, no such
+    /// domain): the reason in words.
+    #[error("{message}")]
+    Refused {
+        /// The host.
+        host: String,
+        /// What libvirt or the worker said.
+        message: String,
+    },
+}
+
 /// The handle to one host's worker.
 #[derive(Debug, Clone)]
 pub struct HostHandle {
@@ -167,14 +200,19 @@ impl HostHandle {
     async fn ask<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
-    ) -> Result<T, String> {
+    ) -> Result<T, HostError> {
+        let host = || self.config.name.clone();
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(worker::Msg::Command(make(reply)))
-            .map_err(|_| format!("host {} is shutting down", self.config.name))?;
+            .map_err(|_| HostError::ShuttingDown { host: host() })?;
         answer
             .await
-            .map_err(|_| format!("host {} did not answer", self.config.name))?
+            .map_err(|_| HostError::NoAnswer { host: host() })?
+            .map_err(|message| HostError::Refused {
+                host: host(),
+                message,
+            })
     }
 
     /// Starts a migration (returns once libvirt accepted the domain; the migration then
@@ -184,7 +222,7 @@ impl HostHandle {
         vm_uuid: String,
         request: MigrationRequest,
         downtime_limit_ms: Option<u64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostError> {
         self.ask(|reply| Command::Migrate {
             vm_uuid,
             request: Box::new(request),
@@ -195,7 +233,11 @@ impl HostHandle {
     }
 
     /// Moves a lever; returns the value libvirt reports afterwards.
-    pub async fn lever(&self, vm_uuid: String, change: LeverChange) -> Result<Option<u64>, String> {
+    pub async fn lever(
+        &self,
+        vm_uuid: String,
+        change: LeverChange,
+    ) -> Result<Option<u64>, HostError> {
         self.ask(|reply| Command::Lever {
             vm_uuid,
             change,
@@ -209,7 +251,7 @@ impl HostHandle {
         &self,
         vm_uuid: String,
         seconds: u32,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, HostError> {
         self.ask(|reply| Command::MeasureDirtyRate {
             vm_uuid,
             seconds,
@@ -219,7 +261,7 @@ impl HostHandle {
     }
 
     /// Pauses or resumes the guest.
-    pub async fn pause(&self, vm_uuid: String, pause: bool) -> Result<(), String> {
+    pub async fn pause(&self, vm_uuid: String, pause: bool) -> Result<(), HostError> {
         self.ask(|reply| Command::Pause {
             vm_uuid,
             pause,
@@ -229,7 +271,7 @@ impl HostHandle {
     }
 
     /// Aborts the domain's running job.
-    pub async fn abort(&self, vm_uuid: String) -> Result<(), String> {
+    pub async fn abort(&self, vm_uuid: String) -> Result<(), HostError> {
         self.ask(|reply| Command::Abort { vm_uuid, reply }).await
     }
 

@@ -7,10 +7,10 @@ use converge_api::{ActionRecord, LeverChange};
 use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
-use super::Fleet;
+use super::{Fleet, Refusal};
 use crate::audit::{self, NewEntry};
 use crate::clock::unix_ms_now;
-use crate::hypervisor::Hypervisors;
+use crate::hypervisor::{HostError, Hypervisors};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,20 @@ pub struct Executor {
     pub db: SqlitePool,
 }
 
+/// Why an action was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// Its audit row could not be written, so it was not attempted.
+    #[error("could not record the action, so it was not done: {0}")]
+    NotRecorded(sqlx::Error),
+    /// The fleet refused it (e.g. the migration is already over).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The host did not do it.
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
 impl Executor {
     /// Carries out actions the fleet queued (the policy's), each on its own task, until
     /// the queue closes.
@@ -106,7 +120,7 @@ impl Executor {
     /// Writes the audit row, carries the action out, completes the row and records the
     /// outcome on the migration. Returns libvirt's read-back value for a lever. If the
     /// audit row cannot be written, nothing is done.
-    pub async fn execute(&self, act: Act) -> Result<Option<u64>, String> {
+    pub async fn execute(&self, act: Act) -> Result<Option<u64>, ActError> {
         let entry = NewEntry {
             actor: act.actor.clone(),
             client_addr: act.client_addr.clone(),
@@ -118,7 +132,7 @@ impl Executor {
         let now = unix_ms_now(&*self.fleet.clock);
         let audit_id = audit::begin(&self.db, now, &entry)
             .await
-            .map_err(|err| format!("could not record the action, so it was not done: {err}"))?;
+            .map_err(ActError::NotRecorded)?;
         let result = self.carry_out(&act).await;
         let text = match &result {
             Ok(Some(value)) => format!("ok (libvirt now reports {value})"),
@@ -145,22 +159,24 @@ impl Executor {
         result
     }
 
-    async fn carry_out(&self, act: &Act) -> Result<Option<u64>, String> {
+    async fn carry_out(&self, act: &Act) -> Result<Option<u64>, ActError> {
         let host = self
             .hypervisors
             .get(&act.host)
-            .ok_or_else(|| format!("no host {}", act.host))?;
+            .ok_or_else(|| HostError::Unknown {
+                host: act.host.clone(),
+            })?;
         let uuid = act.vm_uuid.clone();
-        match act.kind {
+        let done = match act.kind {
             ActKind::Lever(change) => host.lever(uuid, change).await,
             ActKind::Abort => {
                 self.fleet
-                    .modify(|fleet| fleet.request_abort(&act.migration_id))
-                    .map_err(|refusal| format!("{refusal:?}"))?;
+                    .modify(|fleet| fleet.request_abort(&act.migration_id))?;
                 host.abort(uuid).await.map(|()| None)
             }
             ActKind::Pause => host.pause(uuid, true).await.map(|()| None),
             ActKind::Resume => host.pause(uuid, false).await.map(|()| None),
-        }
+        };
+        Ok(done?)
     }
 }

@@ -44,14 +44,17 @@ pub enum Change {
     Act(Act),
 }
 
-/// Why a request about a migration cannot be carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a request about a migration cannot be carried out; each says why in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// No such VM, host or migration.
+    #[error("{0}")]
     NotFound(String),
     /// The request conflicts with what is happening (already migrating, already over).
+    #[error("{0}")]
     Conflict(String),
     /// The request's values cannot be used.
+    #[error("{0}")]
     Invalid(String),
 }
 

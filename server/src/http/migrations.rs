@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::audit::{self, NewEntry};
 use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
-use crate::fleet::{Act, ActKind, Executor, new_id};
+use crate::fleet::{Act, ActError, ActKind, Executor, new_id};
 use crate::http::auth::{ClientAddr, Require};
 use crate::http::error::{ApiError, Json, Path, Query};
 use crate::{policy, presets};
@@ -226,7 +226,7 @@ pub(crate) async fn start(
         let id = migration.id.clone();
         state
             .fleet
-            .update(|fleet, now| fleet.start_failed(&id, message.clone(), now));
+            .update(|fleet, now| fleet.start_failed(&id, message.to_string(), now));
         return Err(ApiError::Conflict(format!(
             "libvirt refused to start the migration: {message}"
         )));
@@ -295,7 +295,7 @@ pub(crate) async fn lever(
     let read_back = executor(&state)
         .execute(act)
         .await
-        .map_err(|message| ApiError::Conflict(format!("libvirt refused: {message}")))?;
+        .map_err(|err| act_error(err, "libvirt refused"))?;
     let migration = current(&state, &id)?;
     Ok(Json(LeverResult {
         read_back,
@@ -339,8 +339,18 @@ pub(crate) async fn abort(
     executor(&state)
         .execute(act)
         .await
-        .map_err(|message| ApiError::Conflict(format!("libvirt could not abort: {message}")))?;
+        .map_err(|err| act_error(err, "libvirt could not abort"))?;
     Ok((StatusCode::ACCEPTED, Json(current(&state, &id)?)))
+}
+
+/// An action's failure as an answer: the fleet's refusal as itself, the host's with
+/// `what` before libvirt's words.
+fn act_error(err: ActError, what: &str) -> ApiError {
+    match err {
+        ActError::Refused(refusal) => refusal.into(),
+        ActError::NotRecorded(source) => ApiError::internal("recording an action", source),
+        ActError::Host(err) => ApiError::Conflict(format!("{what}: {err}")),
+    }
 }
 
 /// Records a refused request (so the log shows attempts too), before answering it.
