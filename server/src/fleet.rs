@@ -45,6 +45,8 @@ enum Persist {
     Iteration(String, converge_api::IterationMark),
     /// Halve a migration's stored samples.
     Thin(String),
+    /// Answered once every write queued before it is done.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Fleet {
@@ -138,6 +140,15 @@ impl Fleet {
         wait.await.unwrap_or(Err(sqlx::Error::PoolClosed))
     }
 
+    /// Waits until every write queued so far is on disk (at shutdown: nothing published
+    /// is lost). Writes are done in order, so this is a marker at the end of the queue.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.persist.send(Persist::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Applies host reports until every worker is gone.
     pub async fn run(self, reports: mpsc::UnboundedReceiver<Report>) {
         self.run_with(reports, FleetState::apply).await;
@@ -215,6 +226,10 @@ async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, db: sqlx:
             Persist::Thin(id) => {
                 let result = store::thin_samples(&db, &id).await;
                 (id, result, None)
+            }
+            Persist::Flush(done) => {
+                let _ = done.send(());
+                continue;
             }
         };
         if let Err(err) = &result {

@@ -43,6 +43,9 @@ pub use http::state::{AppState, StartupError};
 /// Largest JSON body the API reads; every request it serves is a few hundred bytes.
 const MAX_API_BODY_BYTES: usize = 64 * 1024;
 
+/// How long shutdown waits for queued history writes.
+const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(10);
+
 /// How often sessions past their expiry are deleted from the database.
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(600);
 
@@ -128,9 +131,18 @@ pub async fn serve(
         stop.cancel();
     });
     let limits = http::listener::Limits::from_config(&state.config.server);
+    let fleet = state.fleet.clone();
     let served = http::listener::serve(listener, router(state), limits, stopping.clone()).await;
     stopping.cancel();
     sweeper.abort();
+    // What was published is on disk before the process goes (bounded: a database that
+    // hangs must not hang the shutdown).
+    if tokio::time::timeout(FLUSH_AT_SHUTDOWN, fleet.flush())
+        .await
+        .is_err()
+    {
+        tracing::error!("the history's last writes did not finish within the shutdown bound");
+    }
     tracing::info!("server stopped");
     served
 }

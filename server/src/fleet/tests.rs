@@ -84,3 +84,33 @@ async fn a_report_that_panics_is_noted_and_the_next_ones_are_applied() {
         "the report after the panic was applied"
     );
 }
+
+#[tokio::test]
+async fn a_flush_returns_once_every_queued_write_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::store::open(&dir.path().join("f.db")).await.unwrap();
+    let (fleet, _acts) = Fleet::start(
+        FleetState::new(["a", "b"], 0),
+        Arc::new(Hub::new(64)),
+        db.clone(),
+        Arc::new(SystemClock),
+    );
+    for n in 0..50 {
+        let migration = converge_api::Migration::begun(
+            format!("m{n}"),
+            format!("vm-{n}"),
+            format!("web{n}"),
+            "a".into(),
+            converge_api::MigrationState::Running,
+            n,
+        );
+        fleet.update(|state, _| state.begin(migration)).unwrap();
+    }
+    fleet.flush().await;
+    let stored = crate::store::active_migrations(&db).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        50,
+        "every write queued before the flush is done"
+    );
+}
