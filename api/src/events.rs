@@ -70,15 +70,32 @@ pub enum LiveEvent {
     Tenant(TenantVm),
 }
 
+/// The SSE `event:` names, for the server that writes them and the dashboard that
+/// listens for them.
+pub mod names {
+    /// [`super::LiveEvent::Migration`].
+    pub const MIGRATION: &str = "migration";
+    /// [`super::LiveEvent::Host`].
+    pub const HOST: &str = "host";
+    /// [`super::LiveEvent::Vms`].
+    pub const VMS: &str = "vms";
+    /// [`super::LiveEvent::Resync`].
+    pub const RESYNC: &str = "resync";
+    /// [`super::LiveEvent::Tenant`].
+    pub const TENANT_VM: &str = "tenant_vm";
+    /// Every name, for a client that listens for all of them.
+    pub const ALL: [&str; 5] = [MIGRATION, HOST, VMS, RESYNC, TENANT_VM];
+}
+
 impl LiveEvent {
     /// The SSE `event:` name of this event.
     pub fn name(&self) -> &'static str {
         match self {
-            LiveEvent::Migration(_) => "migration",
-            LiveEvent::Host(_) => "host",
-            LiveEvent::Vms(_) => "vms",
-            LiveEvent::Resync(_) => "resync",
-            LiveEvent::Tenant(_) => "tenant_vm",
+            LiveEvent::Migration(_) => names::MIGRATION,
+            LiveEvent::Host(_) => names::HOST,
+            LiveEvent::Vms(_) => names::VMS,
+            LiveEvent::Resync(_) => names::RESYNC,
+            LiveEvent::Tenant(_) => names::TENANT_VM,
         }
     }
 }

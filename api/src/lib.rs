@@ -48,7 +48,7 @@ mod tenant;
 
 pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
-pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate};
+pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate, names};
 pub use fleet::{Host, HostState, Vm, VmState};
 pub use forecast::{Advice, Forecast, LeverKind, LeverMove, Verdict};
 pub use kiosk::{CreatedKioskToken, KioskSignIn, KioskToken, NewKioskToken};

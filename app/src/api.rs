@@ -5,12 +5,12 @@
 
 use std::fmt;
 
-use converge_api::LiveEvent;
 use converge_api::{
     AuditEntry, CreatedKioskToken, ErrorBody, Host, KioskSignIn, KioskToken, LeverChange,
     LeverResult, LoginRequest, Me, Migration, MigrationDetail, NewKioskToken, Preset,
     StartMigration, TenantVm, TenantVmDetail, Vm,
 };
+use converge_api::{LiveEvent, names};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -245,7 +245,7 @@ impl EventStream {
         let on_event = std::rc::Rc::new(on_event);
         let on_state = std::rc::Rc::new(on_state);
         let mut listeners = Vec::new();
-        for name in ["migration", "host", "vms", "resync", "tenant_vm"] {
+        for name in names::ALL {
             let on_event = on_event.clone();
             let listener =
                 Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
@@ -291,13 +291,13 @@ impl EventStream {
 /// Parses an event's payload by its SSE name: one struct per name, no tagged decoding.
 fn parse_event(name: &str, data: &str) -> Option<LiveEvent> {
     match name {
-        "migration" => miniserde::json::from_str(data)
+        names::MIGRATION => miniserde::json::from_str(data)
             .ok()
             .map(LiveEvent::Migration),
-        "host" => miniserde::json::from_str(data).ok().map(LiveEvent::Host),
-        "vms" => miniserde::json::from_str(data).ok().map(LiveEvent::Vms),
-        "resync" => miniserde::json::from_str(data).ok().map(LiveEvent::Resync),
-        "tenant_vm" => miniserde::json::from_str(data).ok().map(LiveEvent::Tenant),
+        names::HOST => miniserde::json::from_str(data).ok().map(LiveEvent::Host),
+        names::VMS => miniserde::json::from_str(data).ok().map(LiveEvent::Vms),
+        names::RESYNC => miniserde::json::from_str(data).ok().map(LiveEvent::Resync),
+        names::TENANT_VM => miniserde::json::from_str(data).ok().map(LiveEvent::Tenant),
         _ => None,
     }
 }

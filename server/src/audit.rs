@@ -20,6 +20,34 @@ pub struct NewEntry {
     pub details: String,
 }
 
+impl NewEntry {
+    /// An entry for `action` asked by `actor` from `client_addr`, about no VM yet and
+    /// without details.
+    pub fn request(actor: &str, client_addr: std::net::IpAddr, action: &str) -> Self {
+        Self {
+            actor: actor.to_owned(),
+            client_addr: Some(client_addr.to_string()),
+            action: action.to_owned(),
+            vm: None,
+            migration_id: None,
+            details: String::new(),
+        }
+    }
+
+    /// The same, about this VM and migration.
+    pub fn about(mut self, vm: Option<String>, migration_id: &str) -> Self {
+        self.vm = vm;
+        self.migration_id = Some(migration_id.to_owned());
+        self
+    }
+
+    /// The same, with these details (parameters and reason).
+    pub fn with_details(mut self, details: String) -> Self {
+        self.details = details;
+        self
+    }
+}
+
 /// Writes the entry with result `pending`, before the action is carried out.
 pub async fn begin(pool: &SqlitePool, at_ms: i64, entry: &NewEntry) -> Result<i64, sqlx::Error> {
     record(pool, at_ms, entry, "pending").await

@@ -110,14 +110,7 @@ pub(crate) async fn logout(
     // Deletes the row in the store, not just the cookie: a copied cookie dies too.
     principal.session.flush().await?;
     tracing::info!(username = %principal.user.username, "signed out");
-    let entry = audit::NewEntry {
-        actor: principal.user.username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "sign_out".into(),
-        vm: None,
-        migration_id: None,
-        details: String::new(),
-    };
+    let entry = audit::NewEntry::request(&principal.user.username, client_addr, "sign_out");
     audit::record(&state.db, unix_ms_now(&*state.clock), &entry, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a sign-out", err))?;
@@ -131,14 +124,7 @@ async fn record_sign_in(
     client_addr: std::net::IpAddr,
     result: &str,
 ) -> Result<(), ApiError> {
-    let entry = audit::NewEntry {
-        actor: who.to_owned(),
-        client_addr: Some(client_addr.to_string()),
-        action: "sign_in".into(),
-        vm: None,
-        migration_id: None,
-        details: String::new(),
-    };
+    let entry = audit::NewEntry::request(who, client_addr, "sign_in");
     audit::record(&state.db, unix_ms_now(&*state.clock), &entry, result)
         .await
         .map(drop)

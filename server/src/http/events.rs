@@ -210,5 +210,7 @@ fn resync_event(reason: &str) -> Event {
         reason: reason.to_owned(),
     });
     let json = serde_json::to_string(&event).unwrap_or_else(|_| "{\"type\":\"resync\"}".into());
-    Event::default().event("resync").data(json)
+    Event::default()
+        .event(converge_api::names::RESYNC)
+        .data(json)
 }

@@ -55,17 +55,11 @@ pub(crate) async fn create(
     let expires_at_ms = lifetime_days.map(|days| now_ms.saturating_add(days * 86_400_000));
     let username = admin.user.username.clone();
     // The audit row comes first: a token that exists was recorded.
-    let entry = audit::NewEntry {
-        actor: username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_token_create".into(),
-        vm: None,
-        migration_id: None,
-        details: match lifetime_days {
+    let entry = audit::NewEntry::request(&username, client_addr, "kiosk_token_create")
+        .with_details(match lifetime_days {
             Some(days) => format!("label \"{label}\", expires in {days} days"),
             None => format!("label \"{label}\""),
-        },
-    };
+        });
     let audit_id = audit::begin(&state.db, now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
@@ -102,14 +96,8 @@ pub(crate) async fn revoke(
     let token = state.kiosk.get(id).ok_or_else(no_such)?;
     // Every attempt on a real token is audited, a refused one too.
     let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry {
-        actor: admin.user.username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_token_revoke".into(),
-        vm: None,
-        migration_id: None,
-        details: format!("token {id} (\"{}\")", token.label),
-    };
+    let entry = audit::NewEntry::request(&admin.user.username, client_addr, "kiosk_token_revoke")
+        .with_details(format!("token {id} (\"{}\")", token.label));
     let audit_id = audit::begin(&state.db, now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
@@ -161,14 +149,12 @@ pub(crate) async fn sign_in(
     };
     state.throttle.withdraw(attempt);
     let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry {
-        actor: format!("kiosk:{}", token.label),
-        client_addr: Some(client_addr.to_string()),
-        action: "kiosk_sign_in".into(),
-        vm: None,
-        migration_id: None,
-        details: format!("token {}", token.id),
-    };
+    let entry = audit::NewEntry::request(
+        &format!("kiosk:{}", token.label),
+        client_addr,
+        "kiosk_sign_in",
+    )
+    .with_details(format!("token {}", token.id));
     audit::record(&state.db, now_ms, &entry, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a kiosk sign-in", err))?;

@@ -171,13 +171,9 @@ pub(crate) async fn start(
         .fleet
         .update(|fleet, _| fleet.begin(migration.clone()))?;
     // On disk before libvirt is asked: a crash from here on leaves a record to finish.
-    let entry = NewEntry {
-        actor: principal.user.username.clone(),
-        client_addr: Some(client_addr.to_string()),
-        action: "start".into(),
-        vm: Some(plan.vm_name.clone()),
-        migration_id: Some(migration.id.clone()),
-        details: match &adapted {
+    let entry = NewEntry::request(&principal.user.username, client_addr, "start")
+        .about(Some(plan.vm_name.clone()), &migration.id)
+        .with_details(match &adapted {
             Some(why) => format!(
                 "{} → {}, preset {preset_name}: {why}",
                 plan.source, plan.destination
@@ -186,8 +182,7 @@ pub(crate) async fn start(
                 "{} → {}, preset {preset_name}",
                 plan.source, plan.destination
             ),
-        },
-    };
+        });
     let recorded = match state.fleet.persist_now(migration.clone()).await {
         Ok(()) => audit::begin(&state.db, migration.started_at_ms, &entry).await,
         Err(err) => Err(err),
@@ -270,14 +265,13 @@ pub(crate) async fn lever(
         Err(refusal) => {
             let error = ApiError::from(refusal);
             let vm = state.fleet.read().migration(&id).map(|m| m.vm_name.clone());
-            let entry = NewEntry {
-                actor: principal.user.username.clone(),
-                client_addr: Some(client_addr.to_string()),
-                action: ActKind::Lever(change).name().into(),
-                vm,
-                migration_id: Some(id.clone()),
-                details: ActKind::Lever(change).describe(),
-            };
+            let entry = NewEntry::request(
+                &principal.user.username,
+                client_addr,
+                ActKind::Lever(change).name(),
+            )
+            .about(vm, &id)
+            .with_details(ActKind::Lever(change).describe());
             refused(&state, &entry, &error).await?;
             return Err(error);
         }
@@ -315,14 +309,9 @@ pub(crate) async fn abort(
             "migration {id} is already over ({}); nothing to abort",
             m.state.wire_name()
         ));
-        let entry = NewEntry {
-            actor: principal.user.username.clone(),
-            client_addr: Some(client_addr.to_string()),
-            action: "abort".into(),
-            vm: Some(m.vm_name.clone()),
-            migration_id: Some(id.clone()),
-            details: ActKind::Abort.describe(),
-        };
+        let entry = NewEntry::request(&principal.user.username, client_addr, "abort")
+            .about(Some(m.vm_name.clone()), &id)
+            .with_details(ActKind::Abort.describe());
         refused(&state, &entry, &error).await?;
         return Err(error);
     }
