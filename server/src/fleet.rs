@@ -3,6 +3,7 @@
 
 mod act;
 mod record;
+mod start;
 mod state;
 pub(crate) mod tenant;
 
@@ -12,12 +13,16 @@ use converge_api::{LiveEvent, Migration};
 use tokio::sync::{mpsc, oneshot};
 
 pub use act::{Act, ActError, ActKind, Executor};
+pub use start::{StartError, StartRequest};
 pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
 
 use crate::clock::Clock;
 use crate::hub::{Audience, Hub};
 use crate::hypervisor::Report;
 use crate::store;
+
+/// Who the audit log and a migration's actions name for what the policy does.
+pub const POLICY_ACTOR: &str = "policy";
 
 /// Shared access to the fleet, plus where its changes go.
 #[derive(Debug, Clone)]

@@ -477,7 +477,7 @@ impl FleetState {
                     vm_name: m.vm_name.clone(),
                     host: destination.clone(),
                     kind: ActKind::Resume,
-                    actor: "policy".into(),
+                    actor: crate::fleet::POLICY_ACTOR.into(),
                     client_addr: None,
                     reason: format!(
                         "the guest was paused to force switchover; resume it on {destination}"

@@ -3,23 +3,18 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use converge_api::{
-    ActionRecord, LeverChange, LeverResult, Migration, MigrationDetail, MigrationSettings,
-    MigrationState, Preset, StartMigration, lint, refusal,
-};
-use converge_libvirt::{MigrationFlags, MigrationRequest};
+use converge_api::{LeverChange, LeverResult, Migration, MigrationDetail, Preset, StartMigration};
 use serde::Deserialize;
 
 use crate::audit::{self, NewEntry};
 use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
-use crate::fleet::{Act, ActError, ActKind, Executor, new_id};
+use crate::fleet::{Act, ActError, ActKind, Executor};
+use crate::fleet::{StartError, StartRequest};
 use crate::http::auth::{ClientAddr, Require};
 use crate::http::error::{ApiError, Json, Path, Query};
-use crate::{policy, presets};
+use crate::presets;
 
-/// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
-const DIRTY_RATE_PERIOD_S: u32 = 1;
 use crate::http::state::AppState;
 
 pub(crate) async fn list(
@@ -86,170 +81,28 @@ pub(crate) async fn start(
     Json(request): Json<StartMigration>,
 ) -> Result<(StatusCode, Json<Migration>), ApiError> {
     let presets = presets::all(&state.config.presets);
-    let preset_name = request
-        .preset
-        .clone()
-        .unwrap_or_else(|| state.config.migrations.default_preset.clone());
-    let preset = presets
-        .iter()
-        .find(|p| p.name == preset_name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = presets.iter().map(|p| p.name.as_str()).collect();
-            ApiError::Unprocessable(format!(
-                "no preset called \"{preset_name}\"; presets are: {}",
-                names.join(", ")
-            ))
+    let request = StartRequest {
+        vm_uuid: request.vm_uuid,
+        destination: request.destination,
+        preset: request
+            .preset
+            .unwrap_or_else(|| state.config.migrations.default_preset.clone()),
+        settings: request.settings,
+        started_by: principal.user.username.clone(),
+        client_addr,
+    };
+    let migration = executor(&state)
+        .start(request, &presets)
+        .await
+        .map_err(|err| match err {
+            StartError::Refused(refusal) => refusal.into(),
+            StartError::Host(err) => {
+                ApiError::Conflict(format!("libvirt refused to start the migration: {err}"))
+            }
+            StartError::NotRecorded(err) => ApiError::internal("recording a migration", err),
+            StartError::Internal(context, why) => ApiError::internal(context, why),
         })?;
-    let settings = request
-        .settings
-        .clone()
-        .unwrap_or_else(|| preset.settings.clone());
-    let plan = state
-        .fleet
-        .read()
-        .plan_start(&request.vm_uuid, &request.destination)?;
-    if let Some(why) = refusal(&lint(&settings, plan.memory_bytes)) {
-        return Err(ApiError::Unprocessable(why));
-    }
-    let (Some(source), Some(destination)) = (
-        state.hypervisors.get(&plan.source),
-        state.hypervisors.get(&plan.destination),
-    ) else {
-        return Err(ApiError::internal(
-            "start migration",
-            "planned host has no worker",
-        ));
-    };
-    // Adaptive: measure the guest and read its past before choosing capabilities.
-    let (settings, adapted) = if settings.adaptive {
-        let dirty_rate = source
-            .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
-                None
-            });
-        let history = crate::store::migrations_of_vm(&state.db, &plan.vm_uuid, 5)
-            .await
-            .map_err(|err| ApiError::internal("reading a VM's past migrations", err))?;
-        let facts = policy::StartFacts {
-            memory_bytes: plan.memory_bytes,
-            dirty_rate,
-            history: &history,
-        };
-        let (chosen, why) = policy::adapt_start(&settings, &facts);
-        if let Some(refused) = refusal(&lint(&chosen, plan.memory_bytes)) {
-            return Err(ApiError::internal("adaptive start", refused));
-        }
-        (chosen, Some(why))
-    } else {
-        (settings, None)
-    };
-
-    let mut migration = Migration::begun(
-        new_id(),
-        plan.vm_uuid.clone(),
-        plan.vm_name.clone(),
-        plan.source.clone(),
-        MigrationState::Starting,
-        unix_ms_now(&*state.clock),
-    );
-    migration.destination = Some(plan.destination.clone());
-    migration.started_by = Some(principal.user.username.clone());
-    migration.preset = Some(preset_name.clone());
-    migration.settings = Some(settings.clone());
-    if let Some(why) = &adapted {
-        migration.actions.push(ActionRecord {
-            at_ms: migration.started_at_ms,
-            actor: "policy".into(),
-            what: "chose the capabilities".into(),
-            reason: why.clone(),
-            result: "ok".into(),
-        });
-    }
-    state
-        .fleet
-        .update(|fleet, _| fleet.begin(migration.clone()))?;
-    // On disk before libvirt is asked: a crash from here on leaves a record to finish.
-    let entry = NewEntry::request(&principal.user.username, client_addr, "start")
-        .about(Some(plan.vm_name.clone()), &migration.id)
-        .with_details(match &adapted {
-            Some(why) => format!(
-                "{} → {}, preset {preset_name}: {why}",
-                plan.source, plan.destination
-            ),
-            None => format!(
-                "{} → {}, preset {preset_name}",
-                plan.source, plan.destination
-            ),
-        });
-    let recorded = match state.fleet.persist_now(migration.clone()).await {
-        Ok(()) => audit::begin(&state.db, migration.started_at_ms, &entry).await,
-        Err(err) => Err(err),
-    };
-    let audit_id = match recorded {
-        Ok(id) => id,
-        Err(err) => {
-            let id = migration.id.clone();
-            state
-                .fleet
-                .update(|fleet, now| fleet.start_failed(&id, "could not be recorded".into(), now));
-            return Err(ApiError::internal("recording a migration", err));
-        }
-    };
-    tracing::info!(
-        migration = %migration.id, vm = %plan.vm_name, source = %plan.source,
-        destination = %plan.destination, preset = %preset_name,
-        user = %principal.user.username, "starting a migration"
-    );
-    let request = libvirt_request(&settings, &destination.config);
-    let downtime = settings
-        .downtime_steps
-        .map(|steps| steps.start_ms)
-        .or(settings.downtime_limit_ms);
-    let started = source
-        .migrate(plan.vm_uuid.clone(), request, downtime)
-        .await;
-    let result = match &started {
-        Ok(()) => "ok".to_owned(),
-        Err(message) => format!("failed: {message}"),
-    };
-    if let Err(err) = audit::finish(&state.db, audit_id, &result).await {
-        tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
-    }
-    if let Err(message) = started {
-        let id = migration.id.clone();
-        state
-            .fleet
-            .update(|fleet, now| fleet.start_failed(&id, message.to_string(), now));
-        return Err(ApiError::Conflict(format!(
-            "libvirt refused to start the migration: {message}"
-        )));
-    }
-    let current = state.fleet.read().migration(&migration.id).cloned();
-    Ok((StatusCode::CREATED, Json(current.unwrap_or(migration))))
-}
-
-/// The libvirt request for `settings`, to the destination host's migration address.
-fn libvirt_request(
-    settings: &MigrationSettings,
-    destination: &crate::config::HostConfig,
-) -> MigrationRequest {
-    let caps = &settings.capabilities;
-    MigrationRequest {
-        destination_uri: destination.uri.clone(),
-        migration_uri: destination.migration_uri.clone(),
-        listen_address: destination.listen_address.clone(),
-        bandwidth_mib_s: settings.bandwidth_mib_s,
-        flags: MigrationFlags {
-            xbzrle_cache_bytes: caps.xbzrle_cache_bytes,
-            auto_converge: caps.auto_converge.is_some(),
-            postcopy: caps.postcopy,
-            parallel_connections: caps.parallel_connections,
-        },
-        auto_converge_initial_pct: caps.auto_converge.map(|a| a.initial_pct),
-        auto_converge_increment_pct: caps.auto_converge.map(|a| a.increment_pct),
-    }
+    Ok((StatusCode::CREATED, Json(migration)))
 }
 
 pub(crate) async fn lever(

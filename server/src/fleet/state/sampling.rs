@@ -126,7 +126,7 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
                 vm_name: m.vm_name.clone(),
                 host: m.source.clone(),
                 kind,
-                actor: "policy".into(),
+                actor: crate::fleet::POLICY_ACTOR.into(),
                 client_addr: None,
                 reason,
             }

@@ -1,0 +1,220 @@
+//! Starting a migration: the preset, the linter, the adaptive choice, the record and the
+//! audit row on disk, then libvirt. The HTTP edge only parses the request and maps the
+//! outcome.
+
+use std::net::IpAddr;
+
+use converge_api::{
+    ActionRecord, Migration, MigrationSettings, MigrationState, Preset, lint, refusal,
+};
+use converge_libvirt::{MigrationFlags, MigrationRequest};
+
+use super::{Executor, Refusal, new_id};
+use crate::audit::{self, NewEntry};
+use crate::clock::unix_ms_now;
+use crate::config::HostConfig;
+use crate::hypervisor::HostError;
+use crate::policy;
+
+/// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
+const DIRTY_RATE_PERIOD_S: u32 = 1;
+
+/// What a start asks for.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The VM.
+    pub vm_uuid: String,
+    /// The host it goes to.
+    pub destination: String,
+    /// The preset's name.
+    pub preset: String,
+    /// Settings that replace the preset's, when given.
+    pub settings: Option<MigrationSettings>,
+    /// Who asks.
+    pub started_by: String,
+    /// From where.
+    pub client_addr: IpAddr,
+}
+
+/// Why a migration did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The request cannot be carried out as asked (no such preset, VM or host; settings
+    /// the linter refuses; the VM already migrating).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The migration or its audit row could not be written, so libvirt was not asked.
+    #[error("could not record the migration: {0}")]
+    NotRecorded(sqlx::Error),
+    /// libvirt did not start it.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A fault of Converge's (what it was doing, and the cause), for the log.
+    #[error("{0}: {1}")]
+    Internal(&'static str, String),
+}
+
+impl Executor {
+    /// Starts a live migration as `request` asks, from the presets in `presets`.
+    /// Returns the migration as it stands once libvirt took it.
+    pub async fn start(
+        &self,
+        request: StartRequest,
+        presets: &[Preset],
+    ) -> Result<Migration, StartError> {
+        let preset = presets
+            .iter()
+            .find(|p| p.name == request.preset)
+            .ok_or_else(|| {
+                let names: Vec<&str> = presets.iter().map(|p| p.name.as_str()).collect();
+                Refusal::Invalid(format!(
+                    "no preset called \"{}\"; presets are: {}",
+                    request.preset,
+                    names.join(", ")
+                ))
+            })?;
+        let settings = request
+            .settings
+            .clone()
+            .unwrap_or_else(|| preset.settings.clone());
+        let plan = self
+            .fleet
+            .read()
+            .plan_start(&request.vm_uuid, &request.destination)?;
+        if let Some(why) = refusal(&lint(&settings, plan.memory_bytes)) {
+            return Err(Refusal::Invalid(why).into());
+        }
+        let (Some(source), Some(destination)) = (
+            self.hypervisors.get(&plan.source),
+            self.hypervisors.get(&plan.destination),
+        ) else {
+            return Err(StartError::Internal(
+                "start migration",
+                "planned host has no worker".into(),
+            ));
+        };
+        // Adaptive: measure the guest and read its past before choosing capabilities.
+        let (settings, adapted) = if settings.adaptive {
+            let dirty_rate = source
+                .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
+                .await
+                .unwrap_or_else(|err| {
+                    tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
+                    None
+                });
+            let history = crate::store::migrations_of_vm(&self.db, &plan.vm_uuid, 5)
+                .await
+                .map_err(|err| {
+                    StartError::Internal("reading a VM's past migrations", err.to_string())
+                })?;
+            let facts = policy::StartFacts {
+                memory_bytes: plan.memory_bytes,
+                dirty_rate,
+                history: &history,
+            };
+            let (chosen, why) = policy::adapt_start(&settings, &facts);
+            if let Some(refused) = refusal(&lint(&chosen, plan.memory_bytes)) {
+                return Err(StartError::Internal("adaptive start", refused));
+            }
+            (chosen, Some(why))
+        } else {
+            (settings, None)
+        };
+
+        let mut migration = Migration::begun(
+            new_id(),
+            plan.vm_uuid.clone(),
+            plan.vm_name.clone(),
+            plan.source.clone(),
+            MigrationState::Starting,
+            unix_ms_now(&*self.fleet.clock),
+        );
+        migration.destination = Some(plan.destination.clone());
+        migration.started_by = Some(request.started_by.clone());
+        migration.preset = Some(request.preset.clone());
+        migration.settings = Some(settings.clone());
+        if let Some(why) = &adapted {
+            migration.actions.push(ActionRecord {
+                at_ms: migration.started_at_ms,
+                actor: super::POLICY_ACTOR.into(),
+                what: "chose the capabilities".into(),
+                reason: why.clone(),
+                result: "ok".into(),
+            });
+        }
+        self.fleet
+            .update(|fleet, _| fleet.begin(migration.clone()))?;
+        // On disk before libvirt is asked: a crash from here on leaves a record to finish.
+        let route = format!(
+            "{} → {}, preset {}",
+            plan.source, plan.destination, request.preset
+        );
+        let entry = NewEntry::request(&request.started_by, request.client_addr, "start")
+            .about(Some(plan.vm_name.clone()), &migration.id)
+            .with_details(match &adapted {
+                Some(why) => format!("{route}: {why}"),
+                None => route,
+            });
+        let recorded = match self.fleet.persist_now(migration.clone()).await {
+            Ok(()) => audit::begin(&self.db, migration.started_at_ms, &entry).await,
+            Err(err) => Err(err),
+        };
+        let audit_id = match recorded {
+            Ok(id) => id,
+            Err(err) => {
+                let id = migration.id.clone();
+                self.fleet.update(|fleet, now| {
+                    fleet.start_failed(&id, "could not be recorded".into(), now)
+                });
+                return Err(StartError::NotRecorded(err));
+            }
+        };
+        tracing::info!(
+            migration = %migration.id, vm = %plan.vm_name, source = %plan.source,
+            destination = %plan.destination, preset = %request.preset,
+            user = %request.started_by, "starting a migration"
+        );
+        let libvirt = libvirt_request(&settings, &destination.config);
+        let downtime = settings
+            .downtime_steps
+            .map(|steps| steps.start_ms)
+            .or(settings.downtime_limit_ms);
+        let started = source
+            .migrate(plan.vm_uuid.clone(), libvirt, downtime)
+            .await;
+        let result = match &started {
+            Ok(()) => "ok".to_owned(),
+            Err(err) => format!("failed: {err}"),
+        };
+        if let Err(err) = audit::finish(&self.db, audit_id, &result).await {
+            tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
+        }
+        if let Err(err) = started {
+            let id = migration.id.clone();
+            self.fleet
+                .update(|fleet, now| fleet.start_failed(&id, err.to_string(), now));
+            return Err(err.into());
+        }
+        let current = self.fleet.read().migration(&migration.id).cloned();
+        Ok(current.unwrap_or(migration))
+    }
+}
+
+/// The libvirt request for `settings`, to the destination host's migration address.
+fn libvirt_request(settings: &MigrationSettings, destination: &HostConfig) -> MigrationRequest {
+    let caps = &settings.capabilities;
+    MigrationRequest {
+        destination_uri: destination.uri.clone(),
+        migration_uri: destination.migration_uri.clone(),
+        listen_address: destination.listen_address.clone(),
+        bandwidth_mib_s: settings.bandwidth_mib_s,
+        flags: MigrationFlags {
+            xbzrle_cache_bytes: caps.xbzrle_cache_bytes,
+            auto_converge: caps.auto_converge.is_some(),
+            postcopy: caps.postcopy,
+            parallel_connections: caps.parallel_connections,
+        },
+        auto_converge_initial_pct: caps.auto_converge.map(|a| a.initial_pct),
+        auto_converge_increment_pct: caps.auto_converge.map(|a| a.increment_pct),
+    }
+}
