@@ -15,6 +15,7 @@ mod fleet_api;
 mod fuzz;
 mod hardening;
 mod kiosk_api;
+mod layers;
 mod limits;
 mod metrics_api;
 mod sessions;
