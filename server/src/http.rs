@@ -18,3 +18,15 @@ pub mod routes;
 pub mod state;
 pub(crate) mod tenant;
 pub(crate) mod web;
+
+/// The `limit` of a paged list: `default` when not given, refused unless 1–500.
+pub(crate) fn page_limit(limit: Option<i64>, default: i64) -> Result<i64, error::ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=500).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(error::ApiError::Unprocessable(
+            "limit must be between 1 and 500".into(),
+        ))
+    }
+}

@@ -25,12 +25,7 @@ pub(crate) async fn list_entries(
     State(state): State<AppState>,
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let limit = page.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Unprocessable(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
+    let limit = crate::http::page_limit(page.limit, 100)?;
     list(&state.db, limit, page.before)
         .await
         .map(Json)

@@ -39,12 +39,7 @@ pub(crate) async fn history(
     State(state): State<AppState>,
     Query(page): Query<HistoryPage>,
 ) -> Result<Json<Vec<Migration>>, ApiError> {
-    let limit = page.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Unprocessable(
-            "limit must be between 1 and 500".into(),
-        ));
-    }
+    let limit = crate::http::page_limit(page.limit, 50)?;
     crate::store::history(&state.db, limit, page.before_ms)
         .await
         .map(Json)
