@@ -19,7 +19,7 @@ pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
 use crate::clock::Clock;
 use crate::hub::{Audience, Hub};
 use crate::hypervisor::Report;
-use crate::store;
+use crate::store::{self, Store};
 
 /// Who the audit log and a migration's actions name for what the policy does.
 pub const POLICY_ACTOR: &str = "policy";
@@ -42,7 +42,7 @@ enum Persist {
     /// A migration's summary; `done` is answered once it is on disk.
     Migration {
         migration: Migration,
-        done: Option<oneshot::Sender<Result<(), sqlx::Error>>>,
+        done: Option<oneshot::Sender<Result<(), store::Error>>>,
     },
     /// A (downsampled) sample for the history.
     Sample(String, converge_api::Sample),
@@ -61,11 +61,11 @@ impl Fleet {
     pub fn start(
         state: FleetState,
         hub: Arc<Hub>,
-        db: sqlx::SqlitePool,
+        store: Store,
         clock: Arc<dyn Clock>,
     ) -> (Self, mpsc::UnboundedReceiver<Act>) {
         let (persist, queue) = mpsc::unbounded_channel::<Persist>();
-        tokio::spawn(persist_in_order(queue, db));
+        tokio::spawn(persist_in_order(queue, store));
         let (acts, act_queue) = mpsc::unbounded_channel();
         let fleet = Self {
             state: Arc::new(RwLock::new(state)),
@@ -136,13 +136,13 @@ impl Fleet {
 
     /// Writes a migration now and waits until it is on disk (an action is recorded
     /// before it is reported done).
-    pub async fn persist_now(&self, migration: Migration) -> Result<(), sqlx::Error> {
+    pub async fn persist_now(&self, migration: Migration) -> Result<(), store::Error> {
         let (done, wait) = oneshot::channel();
         let _ = self.persist.send(Persist::Migration {
             migration,
             done: Some(done),
         });
-        wait.await.unwrap_or(Err(sqlx::Error::PoolClosed))
+        wait.await.unwrap_or(Err(store::Error::PoolClosed))
     }
 
     /// Waits until every write queued so far is on disk (at shutdown: nothing published
@@ -212,24 +212,24 @@ fn report_kind(report: &Report) -> &'static str {
 
 /// Writes in the order the changes were made, so a migration's last state on disk is its
 /// last state. Runs until every sender is gone, so writes queued before shutdown land.
-async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, db: sqlx::SqlitePool) {
+async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, store: Store) {
     while let Some(job) = queue.recv().await {
         let (id, result, done) = match job {
             Persist::Migration { migration, done } => (
                 migration.id.clone(),
-                store::save_migration(&db, &migration).await,
+                store.save_migration(&migration).await,
                 done,
             ),
             Persist::Sample(id, sample) => {
-                let result = store::save_sample(&db, &id, &sample).await;
+                let result = store.save_sample(&id, &sample).await;
                 (id, result, None)
             }
             Persist::Iteration(id, mark) => {
-                let result = store::save_iteration(&db, &id, &mark).await;
+                let result = store.save_iteration(&id, &mark).await;
                 (id, result, None)
             }
             Persist::Thin(id) => {
-                let result = store::thin_samples(&db, &id).await;
+                let result = store.thin_samples(&id).await;
                 (id, result, None)
             }
             Persist::Flush(done) => {

@@ -10,11 +10,10 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use crate::auth::{hex, secret_sha256};
+use crate::store::{self, Store, StoredKioskToken};
 use converge_api::KioskToken;
 use password_hash::rand_core::{OsRng, RngCore};
-use sqlx::SqlitePool;
-
-use crate::auth::{hex, secret_sha256};
 
 /// Longest label accepted, in characters.
 pub(crate) const MAX_LABEL_CHARS: usize = 64;
@@ -39,13 +38,8 @@ struct Registry {
 
 impl KioskTokens {
     /// Loads every token from the database.
-    pub async fn load(db: &SqlitePool) -> Result<Self, sqlx::Error> {
-        let rows: Vec<TokenRow> = sqlx::query_as(
-            "SELECT id, label, secret_sha256, created_at_ms, created_by, last_used_at_ms, \
-                 revoked_at_ms, expires_at_ms FROM kiosk_tokens",
-        )
-        .fetch_all(db)
-        .await?;
+    pub async fn load(store: &Store) -> Result<Self, store::Error> {
+        let rows = store.kiosk_tokens().await?;
         let mut registry = Registry::default();
         for row in rows {
             registry.add(row);
@@ -88,7 +82,7 @@ impl KioskTokens {
     }
 
     /// Notes that a screen used token `id`; writes it down at most once a minute.
-    pub async fn used(&self, db: &SqlitePool, id: i64, now_ms: i64) {
+    pub async fn used(&self, store: &Store, id: i64, now_ms: i64) {
         let due = {
             let mut registry = self.write();
             match registry.tokens.get_mut(&id) {
@@ -103,12 +97,7 @@ impl KioskTokens {
             }
         };
         if due {
-            let written = sqlx::query("UPDATE kiosk_tokens SET last_used_at_ms = ? WHERE id = ?")
-                .bind(now_ms)
-                .bind(id)
-                .execute(db)
-                .await;
-            if let Err(err) = written {
+            if let Err(err) = store.kiosk_token_used(id, now_ms).await {
                 tracing::warn!(token = id, error = %err, "cannot record a kiosk token's use");
             }
         }
@@ -124,58 +113,41 @@ impl KioskTokens {
     /// nowhere (only its SHA-256 is).
     pub async fn create(
         &self,
-        db: &SqlitePool,
+        store: &Store,
         label: String,
         created_by: String,
         now_ms: i64,
         expires_at_ms: Option<i64>,
-    ) -> Result<(KioskToken, String), sqlx::Error> {
+    ) -> Result<(KioskToken, String), store::Error> {
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
         let secret = hex(&secret);
-        let digest = secret_sha256(&secret);
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO kiosk_tokens (label, secret_sha256, created_at_ms, created_by, \
-             expires_at_ms) VALUES (?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&label)
-        .bind(&digest)
-        .bind(now_ms)
-        .bind(&created_by)
-        .bind(expires_at_ms)
-        .fetch_one(db)
-        .await?;
-        let row = TokenRow {
-            id,
-            label,
-            secret_sha256: digest,
-            created_at_ms: now_ms,
-            created_by,
-            last_used_at_ms: None,
-            revoked_at_ms: None,
-            expires_at_ms,
-        };
+        let row = store
+            .insert_kiosk_token(StoredKioskToken {
+                id: 0,
+                label,
+                secret_sha256: secret_sha256(&secret),
+                created_at_ms: now_ms,
+                created_by,
+                last_used_at_ms: None,
+                revoked_at_ms: None,
+                expires_at_ms,
+            })
+            .await?;
+        let id = row.id;
         let mut registry = self.write();
         registry.add(row);
         let token = registry.tokens.get(&id).cloned();
         drop(registry);
         token
             .map(|token| (token, secret))
-            .ok_or(sqlx::Error::RowNotFound)
+            .ok_or(store::Error::RowNotFound)
     }
 
     /// Revokes token `id` at `now_ms`; `false` when it was revoked already. Of two
     /// revocations at once only one happens (the update is conditional).
-    pub async fn revoke(&self, db: &SqlitePool, id: i64, now_ms: i64) -> Result<bool, sqlx::Error> {
-        let revoked = sqlx::query(
-            "UPDATE kiosk_tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected();
-        if revoked == 0 {
+    pub async fn revoke(&self, store: &Store, id: i64, now_ms: i64) -> Result<bool, store::Error> {
+        if !store.revoke_kiosk_token(id, now_ms).await? {
             return Ok(false);
         }
         let mut registry = self.write();
@@ -205,7 +177,7 @@ fn is_live(token: &KioskToken, now_ms: i64) -> bool {
 }
 
 impl Registry {
-    fn add(&mut self, row: TokenRow) {
+    fn add(&mut self, row: StoredKioskToken) {
         if row.revoked_at_ms.is_none() {
             self.by_hash.insert(row.secret_sha256.clone(), row.id);
         }
@@ -224,18 +196,6 @@ impl Registry {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: i64,
-    label: String,
-    secret_sha256: String,
-    created_at_ms: i64,
-    created_by: String,
-    last_used_at_ms: Option<i64>,
-    revoked_at_ms: Option<i64>,
-    expires_at_ms: Option<i64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,7 +211,7 @@ mod tests {
     #[test]
     fn revoked_tokens_are_not_found() {
         let mut registry = Registry::default();
-        let row = |id, revoked| TokenRow {
+        let row = |id, revoked| StoredKioskToken {
             id,
             label: format!("screen {id}"),
             secret_sha256: secret_sha256(&format!("secret {id}")),

@@ -5,7 +5,6 @@
 //! listener until a shutdown future resolves. `main.rs` only parses the command line and
 //! loads the configuration.
 
-pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -63,7 +63,7 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
         let fleet = state.fleet.read();
         (fleet.hosts(), fleet.migrations())
     };
-    let finished = match crate::store::count_finished(&state.db).await {
+    let finished = match state.store.count_finished().await {
         Ok(counts) => counts,
         Err(err) => {
             tracing::warn!(error = %err, "metrics: cannot count finished migrations");

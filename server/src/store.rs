@@ -1,239 +1,60 @@
-//! The SQLite database: opening it and preparing its tables.
+//! The database, behind one type: every SQL statement the server runs is in this module.
+//!
+//! [`Store`] is what the rest of the server holds; its methods are grouped by table in
+//! the submodules (`migrations`, `audit`, `kiosk_tokens`, `sessions`). Callers never see
+//! a connection or a query, so a second backend (PostgreSQL, for more than one
+//! controller) can be added beside SQLite here without touching them.
+
+mod audit;
+mod kiosk_tokens;
+mod migrations;
+mod sessions;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use converge_api::{IterationMark, Migration, MigrationDetail, Sample};
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use tower_sessions_sqlx_store::SqliteStore;
 
-/// Opens (creating if missing) the database file and brings its tables up to date.
-pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
-    let options = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(path)
-        .create_if_missing(true)
-        // WAL lets readers (dashboards) proceed while a writer (sampler, audit) commits;
-        // NORMAL is durable across process crashes, which is what a controller sees.
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await?;
-    session_store(&pool).migrate().await?;
-    sqlx::migrate!("./migrations").run(&pool).await?;
-    Ok(pool)
+pub use audit::NewEntry;
+pub use kiosk_tokens::StoredKioskToken;
+pub use sessions::SessionRows;
+/// What went wrong talking to the database.
+pub use sqlx::Error;
+
+/// The database. Clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
 }
 
-/// The session store on this database.
-pub fn session_store(pool: &SqlitePool) -> SqliteStore {
-    SqliteStore::new(pool.clone())
-}
+impl Store {
+    /// Opens (creating if missing) the SQLite file at `path` and brings its tables up to
+    /// date.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            // WAL lets readers (dashboards) proceed while a writer (sampler, audit)
+            // commits; NORMAL is durable across process crashes, which is what a
+            // controller sees.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.session_rows().migrate().await?;
+        sqlx::migrate!("./migrations").run(&store.pool).await?;
+        Ok(store)
+    }
 
-/// Ends every session at once (e.g. after a credential leak); each browser returns to the
-/// sign-in page on its next request.
-pub async fn delete_all_sessions(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
-    // The table name is the store's default; `session_store` does not rename it.
-    let done = sqlx::query("DELETE FROM tower_sessions")
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected())
-}
-
-/// Inserts or updates a migration's row.
-pub async fn save_migration(pool: &SqlitePool, migration: &Migration) -> Result<(), sqlx::Error> {
-    let summary =
-        serde_json::to_string(migration).map_err(|err| sqlx::Error::Encode(err.into()))?;
-    sqlx::query(
-        "INSERT INTO migrations (id, vm_uuid, vm_name, source, destination, state, \
-             started_at_ms, ended_at_ms, started_by, summary_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (id) DO UPDATE SET destination = excluded.destination, \
-             state = excluded.state, ended_at_ms = excluded.ended_at_ms, \
-             summary_json = excluded.summary_json",
-    )
-    .bind(&migration.id)
-    .bind(&migration.vm_uuid)
-    .bind(&migration.vm_name)
-    .bind(&migration.source)
-    .bind(&migration.destination)
-    .bind(migration.state.wire_name())
-    .bind(migration.started_at_ms)
-    .bind(migration.ended_at_ms)
-    .bind(&migration.started_by)
-    .bind(summary)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Migrations the database still records as in flight (the server stopped meanwhile).
-pub async fn active_migrations(pool: &SqlitePool) -> Result<Vec<Migration>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT summary_json FROM migrations WHERE state IN ('starting', 'running', 'post_copy') \
-         ORDER BY started_at_ms",
-    )
-    .fetch_all(pool)
-    .await?;
-    decode_all(rows)
-}
-
-/// Migrations of the database, newest first: at most `limit`, started before `before_ms`.
-pub async fn history(
-    pool: &SqlitePool,
-    limit: i64,
-    before_ms: Option<i64>,
-) -> Result<Vec<Migration>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT summary_json FROM migrations WHERE started_at_ms < ? \
-         ORDER BY started_at_ms DESC LIMIT ?",
-    )
-    .bind(before_ms.unwrap_or(i64::MAX))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    decode_all(rows)
-}
-
-/// A VM's migrations, newest first, at most `limit`.
-pub async fn migrations_of_vm(
-    pool: &SqlitePool,
-    vm_uuid: &str,
-    limit: i64,
-) -> Result<Vec<Migration>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT summary_json FROM migrations WHERE vm_uuid = ? ORDER BY started_at_ms DESC LIMIT ?",
-    )
-    .bind(vm_uuid)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    decode_all(rows)
-}
-
-fn decode_all(rows: Vec<(String,)>) -> Result<Vec<Migration>, sqlx::Error> {
-    rows.into_iter()
-        .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))
-        .collect()
-}
-
-/// How many migrations ended in each final state, by the state's wire name. Every
-/// migration is kept, so the counts only grow.
-pub async fn count_finished(pool: &SqlitePool) -> Result<Vec<(String, u64)>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT state, COUNT(*) FROM migrations \
-         WHERE state IN ('completed', 'failed', 'aborted', 'unknown') GROUP BY state",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(state, n)| (state, u64::try_from(n).unwrap_or(0)))
-        .collect())
-}
-
-/// Appends a (downsampled) sample to a migration's history.
-pub async fn save_sample(
-    pool: &SqlitePool,
-    migration_id: &str,
-    sample: &Sample,
-) -> Result<(), sqlx::Error> {
-    let json = serde_json::to_string(sample).map_err(|err| sqlx::Error::Encode(err.into()))?;
-    sqlx::query(
-        "INSERT INTO migration_samples (migration_id, at_ms, sample_json) VALUES (?, ?, ?)",
-    )
-    .bind(migration_id)
-    .bind(sample.at_ms)
-    .bind(json)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Halves a migration's stored samples (every other one goes), keeping the shape of a
-/// long migration within a fixed number of rows.
-pub async fn thin_samples(pool: &SqlitePool, migration_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM migration_samples WHERE id IN ( \
-             SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY at_ms) AS n \
-                             FROM migration_samples WHERE migration_id = ?) \
-             WHERE n % 2 = 0)",
-    )
-    .bind(migration_id)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Records (or updates) a pass boundary.
-pub async fn save_iteration(
-    pool: &SqlitePool,
-    migration_id: &str,
-    mark: &IterationMark,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO migration_iterations (migration_id, iteration, at_ms, elapsed_ms, mem_remaining_bytes) \
-         VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (migration_id, iteration) DO UPDATE SET mem_remaining_bytes = excluded.mem_remaining_bytes",
-    )
-    .bind(migration_id)
-    .bind(i64::from(mark.iteration))
-    .bind(mark.at_ms)
-    .bind(i64::try_from(mark.elapsed_ms).unwrap_or(i64::MAX))
-    .bind(i64::try_from(mark.mem_remaining_bytes).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// A migration from the database with its stored samples and boundaries.
-pub async fn migration_detail(
-    pool: &SqlitePool,
-    id: &str,
-) -> Result<Option<MigrationDetail>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT summary_json FROM migrations WHERE id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    let Some((json,)) = row else {
-        return Ok(None);
-    };
-    let migration: Migration =
-        serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into()))?;
-    let samples: Vec<(String,)> = sqlx::query_as(
-        "SELECT sample_json FROM migration_samples WHERE migration_id = ? ORDER BY at_ms",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    let samples = samples
-        .into_iter()
-        .map(|(json,)| serde_json::from_str(&json).map_err(|err| sqlx::Error::Decode(err.into())))
-        .collect::<Result<Vec<Sample>, _>>()?;
-    let marks: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT iteration, at_ms, elapsed_ms, mem_remaining_bytes FROM migration_iterations \
-         WHERE migration_id = ? ORDER BY iteration",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    let iterations = marks
-        .into_iter()
-        .map(|(iteration, at_ms, elapsed_ms, remaining)| IterationMark {
-            iteration: u32::try_from(iteration).unwrap_or(0),
-            at_ms,
-            elapsed_ms: u64::try_from(elapsed_ms).unwrap_or(0),
-            mem_remaining_bytes: u64::try_from(remaining).unwrap_or(0),
-        })
-        .collect();
-    Ok(Some(MigrationDetail {
-        migration,
-        samples,
-        iterations,
-        raw_job_stats: Vec::new(),
-    }))
+    /// Closes every connection (waiting for queries in flight); later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
 }

@@ -1,4 +1,4 @@
-//! The session store: SQLite rows (tower-sessions' SQLx store) plus what this process
+//! The session store: the database's rows (tower-sessions' SQLx store) plus what this process
 //! knows sooner than the rows can say it.
 //!
 //! - **A sign-out cannot be undone.** tower-sessions saves a session at the end of any
@@ -21,12 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::SqlitePool;
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
-use tower_sessions_sqlx_store::SqliteStore;
+
+use crate::store::{self, SessionRows, Store};
 
 /// How long a deleted session id is remembered: longer than any request that could have
 /// loaded it before the delete takes to finish.
@@ -47,8 +46,8 @@ pub enum StreamOwner {
 /// The session store every request and stream goes through. Clones share everything.
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    rows: SqliteStore,
-    pool: SqlitePool,
+    rows: SessionRows,
+    store: Store,
     shared: Arc<Shared>,
 }
 
@@ -119,11 +118,11 @@ impl Drop for StreamTicket {
 }
 
 impl Sessions {
-    /// The store over the database's session table (created by `store::open`).
-    pub fn new(pool: &SqlitePool) -> Self {
+    /// The sessions of the database's session table.
+    pub fn new(store: &Store) -> Self {
         Self {
-            rows: SqliteStore::new(pool.clone()),
-            pool: pool.clone(),
+            rows: store.session_rows(),
+            store: store.clone(),
             shared: Arc::default(),
         }
     }
@@ -174,7 +173,7 @@ impl Sessions {
     }
 
     /// Ends the streams whose session rows have expired or gone (one query for all).
-    pub async fn end_streams_of_lapsed_sessions(&self) -> Result<(), sqlx::Error> {
+    pub async fn end_streams_of_lapsed_sessions(&self) -> Result<(), store::Error> {
         let watched: HashSet<Id> = {
             let streams = self.shared.lock_streams();
             streams.open.values().map(|s| s.session).collect()
@@ -182,16 +181,7 @@ impl Sessions {
         if watched.is_empty() {
             return Ok(());
         }
-        // The store's own table and expiry test (see `SqliteStore::load`).
-        let live: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM tower_sessions WHERE expiry_date > ?")
-                .bind(OffsetDateTime::now_utc())
-                .fetch_all(&self.pool)
-                .await?;
-        let live: HashSet<Id> = live
-            .into_iter()
-            .filter_map(|(id,)| id.parse().ok())
-            .collect();
+        let live = self.store.live_session_ids().await?;
         let lapsed: HashSet<Id> = watched.difference(&live).copied().collect();
         if !lapsed.is_empty() {
             tracing::info!(
@@ -281,12 +271,12 @@ impl SessionStore for Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::Duration as TimeDuration;
+    use time::{Duration as TimeDuration, OffsetDateTime};
 
     async fn sessions() -> (tempfile::TempDir, Sessions) {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::open(&dir.path().join("s.db")).await.unwrap();
-        (dir, Sessions::new(&pool))
+        let store = Store::open(&dir.path().join("s.db")).await.unwrap();
+        (dir, Sessions::new(&store))
     }
 
     fn record() -> Record {

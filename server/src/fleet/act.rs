@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use converge_api::{ActionRecord, LeverChange};
-use sqlx::SqlitePool;
 use tokio::sync::mpsc;
 
 use super::{Fleet, Refusal};
-use crate::audit::{self, NewEntry};
 use crate::clock::unix_ms_now;
 use crate::hypervisor::{HostError, Hypervisors};
+use crate::store::{self, NewEntry, Store};
 
 /// What to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +87,7 @@ pub struct Executor {
     /// The hosts.
     pub hypervisors: Arc<Hypervisors>,
     /// The database (audit log).
-    pub db: SqlitePool,
+    pub store: Store,
 }
 
 /// Why an action was not carried out.
@@ -96,7 +95,7 @@ pub struct Executor {
 pub enum ActError {
     /// Its audit row could not be written, so it was not attempted.
     #[error("could not record the action, so it was not done: {0}")]
-    NotRecorded(sqlx::Error),
+    NotRecorded(store::Error),
     /// The fleet refused it (e.g. the migration is already over).
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -130,7 +129,9 @@ impl Executor {
             details: format!("{} — {}", act.kind.describe(), act.reason),
         };
         let now = unix_ms_now(&*self.fleet.clock);
-        let audit_id = audit::begin(&self.db, now, &entry)
+        let audit_id = self
+            .store
+            .audit_begin(now, &entry)
             .await
             .map_err(ActError::NotRecorded)?;
         let result = self.carry_out(&act).await;
@@ -139,7 +140,7 @@ impl Executor {
             Ok(None) => "ok".to_owned(),
             Err(err) => format!("failed: {err}"),
         };
-        if let Err(err) = audit::finish(&self.db, audit_id, &text).await {
+        if let Err(err) = self.store.audit_finish(audit_id, &text).await {
             tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
         }
         tracing::info!(

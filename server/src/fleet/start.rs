@@ -10,11 +10,11 @@ use converge_api::{
 use converge_libvirt::{MigrationFlags, MigrationRequest};
 
 use super::{Executor, Refusal, new_id};
-use crate::audit::{self, NewEntry};
 use crate::clock::unix_ms_now;
 use crate::config::HostConfig;
 use crate::hypervisor::HostError;
 use crate::policy;
+use crate::store::{self, NewEntry};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
 const DIRTY_RATE_PERIOD_S: u32 = 1;
@@ -45,7 +45,7 @@ pub enum StartError {
     Refused(#[from] Refusal),
     /// The migration or its audit row could not be written, so libvirt was not asked.
     #[error("could not record the migration: {0}")]
-    NotRecorded(sqlx::Error),
+    NotRecorded(store::Error),
     /// libvirt did not start it.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -102,7 +102,9 @@ impl Executor {
                     tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
                     None
                 });
-            let history = crate::store::migrations_of_vm(&self.db, &plan.vm_uuid, 5)
+            let history = self
+                .store
+                .migrations_of_vm(&plan.vm_uuid, 5)
                 .await
                 .map_err(|err| {
                     StartError::Internal("reading a VM's past migrations", err.to_string())
@@ -156,7 +158,11 @@ impl Executor {
                 None => route,
             });
         let recorded = match self.fleet.persist_now(migration.clone()).await {
-            Ok(()) => audit::begin(&self.db, migration.started_at_ms, &entry).await,
+            Ok(()) => {
+                self.store
+                    .audit_begin(migration.started_at_ms, &entry)
+                    .await
+            }
             Err(err) => Err(err),
         };
         let audit_id = match recorded {
@@ -186,7 +192,7 @@ impl Executor {
             Ok(()) => "ok".to_owned(),
             Err(err) => format!("failed: {err}"),
         };
-        if let Err(err) = audit::finish(&self.db, audit_id, &result).await {
+        if let Err(err) = self.store.audit_finish(audit_id, &result).await {
             tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
         }
         if let Err(err) = started {

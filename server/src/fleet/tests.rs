@@ -40,11 +40,13 @@ fn sample(remaining: u64) -> Report {
 #[tokio::test]
 async fn a_report_that_panics_is_noted_and_the_next_ones_are_applied() {
     let dir = tempfile::tempdir().unwrap();
-    let db = crate::store::open(&dir.path().join("f.db")).await.unwrap();
+    let store = crate::store::Store::open(&dir.path().join("f.db"))
+        .await
+        .unwrap();
     let (fleet, _acts) = Fleet::start(
         FleetState::new(["a", "b"], 0),
         Arc::new(Hub::new(64)),
-        db,
+        store,
         Arc::new(SystemClock),
     );
     let (reports, incoming) = mpsc::unbounded_channel();
@@ -88,11 +90,13 @@ async fn a_report_that_panics_is_noted_and_the_next_ones_are_applied() {
 #[tokio::test]
 async fn a_flush_returns_once_every_queued_write_is_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let db = crate::store::open(&dir.path().join("f.db")).await.unwrap();
+    let store = crate::store::Store::open(&dir.path().join("f.db"))
+        .await
+        .unwrap();
     let (fleet, _acts) = Fleet::start(
         FleetState::new(["a", "b"], 0),
         Arc::new(Hub::new(64)),
-        db.clone(),
+        store.clone(),
         Arc::new(SystemClock),
     );
     for n in 0..50 {
@@ -107,7 +111,7 @@ async fn a_flush_returns_once_every_queued_write_is_on_disk() {
         fleet.update(|state, _| state.begin(migration)).unwrap();
     }
     fleet.flush().await;
-    let stored = crate::store::active_migrations(&db).await.unwrap();
+    let stored = store.active_migrations().await.unwrap();
     assert_eq!(
         stored.len(),
         50,

@@ -4,7 +4,6 @@ use axum::extract::State;
 use converge_api::AuditEntry;
 use serde::Deserialize;
 
-use crate::audit::list;
 use crate::auth::ReadAudit;
 use crate::http::auth::Require;
 use crate::http::error::{ApiError, Json, Query};
@@ -26,7 +25,9 @@ pub(crate) async fn list_entries(
     Query(page): Query<Page>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let limit = crate::http::page_limit(page.limit, 100)?;
-    list(&state.db, limit, page.before)
+    state
+        .store
+        .audit_entries(limit, page.before)
         .await
         .map(Json)
         .map_err(|err| ApiError::internal("reading the audit log", err))

@@ -16,11 +16,11 @@ pub use client_addr::ClientAddr;
 pub use principal::Principal;
 pub use require::Require;
 
-use crate::audit;
 use crate::auth::CheckError;
 use crate::clock::unix_ms_now;
 use crate::http::error::{ApiError, Json};
 use crate::http::state::AppState;
+use crate::store::NewEntry;
 use principal::{AUTH_KEY, SessionAuth};
 
 /// Longest password accepted; argon2 hashes anything, but a megabyte of it is an attack.
@@ -110,8 +110,10 @@ pub(crate) async fn logout(
     // Deletes the row in the store, not just the cookie: a copied cookie dies too.
     principal.session.flush().await?;
     tracing::info!(username = %principal.user.username, "signed out");
-    let entry = audit::NewEntry::request(&principal.user.username, client_addr, "sign_out");
-    audit::record(&state.db, unix_ms_now(&*state.clock), &entry, "ok")
+    let entry = NewEntry::request(&principal.user.username, client_addr, "sign_out");
+    state
+        .store
+        .audit_record(unix_ms_now(&*state.clock), &entry, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a sign-out", err))?;
     Ok(StatusCode::NO_CONTENT)
@@ -124,8 +126,10 @@ async fn record_sign_in(
     client_addr: std::net::IpAddr,
     result: &str,
 ) -> Result<(), ApiError> {
-    let entry = audit::NewEntry::request(who, client_addr, "sign_in");
-    audit::record(&state.db, unix_ms_now(&*state.clock), &entry, result)
+    let entry = NewEntry::request(who, client_addr, "sign_in");
+    state
+        .store
+        .audit_record(unix_ms_now(&*state.clock), &entry, result)
         .await
         .map(drop)
         .map_err(|err| ApiError::internal("recording a sign-in", err))

@@ -86,7 +86,7 @@ async fn keep_kiosk_link_used(state: &AppState, kiosk_token: Option<i64>) {
         every.tick().await;
         state
             .kiosk
-            .used(&state.db, id, crate::clock::unix_ms_now(&*state.clock))
+            .used(&state.store, id, crate::clock::unix_ms_now(&*state.clock))
             .await;
     }
 }

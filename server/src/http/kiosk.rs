@@ -7,13 +7,13 @@ use axum::http::StatusCode;
 use converge_api::{CreatedKioskToken, KioskSignIn, KioskToken, Me, NewKioskToken};
 use tower_sessions::Session;
 
-use crate::audit;
 use crate::auth::{ManageKiosk, User};
 use crate::clock::unix_ms_now;
 use crate::http::auth::{ClientAddr, Require, sign_in_kiosk};
 use crate::http::error::{ApiError, Json, Path};
 use crate::http::state::AppState;
 use crate::kiosk::{MAX_LABEL_CHARS, MAX_LIFETIME_DAYS};
+use crate::store::NewEntry;
 
 /// `GET /api/kiosk-tokens`: every token, newest first, without secrets.
 pub(crate) async fn list(
@@ -55,20 +55,25 @@ pub(crate) async fn create(
     let expires_at_ms = lifetime_days.map(|days| now_ms.saturating_add(days * 86_400_000));
     let username = admin.user.username.clone();
     // The audit row comes first: a token that exists was recorded.
-    let entry = audit::NewEntry::request(&username, client_addr, "kiosk_token_create")
-        .with_details(match lifetime_days {
+    let entry = NewEntry::request(&username, client_addr, "kiosk_token_create").with_details(
+        match lifetime_days {
             Some(days) => format!("label \"{label}\", expires in {days} days"),
             None => format!("label \"{label}\""),
-        });
-    let audit_id = audit::begin(&state.db, now_ms, &entry)
+        },
+    );
+    let audit_id = state
+        .store
+        .audit_begin(now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
     let (token, secret) = state
         .kiosk
-        .create(&state.db, label, username, now_ms, expires_at_ms)
+        .create(&state.store, label, username, now_ms, expires_at_ms)
         .await
         .map_err(|err| ApiError::internal("saving a kiosk token", err))?;
-    audit::finish(&state.db, audit_id, &format!("ok (token {})", token.id))
+    state
+        .store
+        .audit_finish(audit_id, &format!("ok (token {})", token.id))
         .await
         .map_err(|err| ApiError::internal("recording a kiosk token", err))?;
     let id = token.id;
@@ -96,18 +101,22 @@ pub(crate) async fn revoke(
     let token = state.kiosk.get(id).ok_or_else(no_such)?;
     // Every attempt on a real token is audited, a refused one too.
     let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry::request(&admin.user.username, client_addr, "kiosk_token_revoke")
+    let entry = NewEntry::request(&admin.user.username, client_addr, "kiosk_token_revoke")
         .with_details(format!("token {id} (\"{}\")", token.label));
-    let audit_id = audit::begin(&state.db, now_ms, &entry)
+    let audit_id = state
+        .store
+        .audit_begin(now_ms, &entry)
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
     let revoked = state
         .kiosk
-        .revoke(&state.db, id, now_ms)
+        .revoke(&state.store, id, now_ms)
         .await
         .map_err(|err| ApiError::internal("revoking a kiosk token", err))?;
     if !revoked {
-        audit::finish(&state.db, audit_id, "refused: already revoked")
+        state
+            .store
+            .audit_finish(audit_id, "refused: already revoked")
             .await
             .map_err(|err| ApiError::internal("recording a revocation", err))?;
         return Err(ApiError::Conflict(format!(
@@ -117,7 +126,9 @@ pub(crate) async fn revoke(
     }
     // Its screens' streams end now; their next request is refused by `Principal`.
     state.sessions.end_kiosk_streams(id);
-    audit::finish(&state.db, audit_id, "ok")
+    state
+        .store
+        .audit_finish(audit_id, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a revocation", err))?;
     tracing::info!(token = id, "kiosk token revoked");
@@ -149,16 +160,18 @@ pub(crate) async fn sign_in(
     };
     state.throttle.withdraw(attempt);
     let now_ms = unix_ms_now(&*state.clock);
-    let entry = audit::NewEntry::request(
+    let entry = NewEntry::request(
         &format!("kiosk:{}", token.label),
         client_addr,
         "kiosk_sign_in",
     )
     .with_details(format!("token {}", token.id));
-    audit::record(&state.db, now_ms, &entry, "ok")
+    state
+        .store
+        .audit_record(now_ms, &entry, "ok")
         .await
         .map_err(|err| ApiError::internal("recording a kiosk sign-in", err))?;
-    state.kiosk.used(&state.db, token.id, now_ms).await;
+    state.kiosk.used(&state.store, token.id, now_ms).await;
     sign_in_kiosk(&state, &session, &token).await?;
     tracing::info!(token = token.id, %client_addr, "kiosk signed in");
     Ok(Json(User::kiosk(&token).me()))

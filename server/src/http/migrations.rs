@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use converge_api::{LeverChange, LeverResult, Migration, MigrationDetail, Preset, StartMigration};
 use serde::Deserialize;
 
-use crate::audit::{self, NewEntry};
 use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
 use crate::fleet::{Act, ActError, ActKind, Executor};
@@ -14,6 +13,7 @@ use crate::fleet::{StartError, StartRequest};
 use crate::http::auth::{ClientAddr, Require};
 use crate::http::error::{ApiError, Json, Path, Query};
 use crate::presets;
+use crate::store::NewEntry;
 
 use crate::http::state::AppState;
 
@@ -40,7 +40,9 @@ pub(crate) async fn history(
     Query(page): Query<HistoryPage>,
 ) -> Result<Json<Vec<Migration>>, ApiError> {
     let limit = crate::http::page_limit(page.limit, 50)?;
-    crate::store::history(&state.db, limit, page.before_ms)
+    state
+        .store
+        .history(limit, page.before_ms)
         .await
         .map(Json)
         .map_err(|err| ApiError::internal("reading history", err))
@@ -55,7 +57,9 @@ pub(crate) async fn detail(
     if let Some(live) = state.fleet.read().detail(&id) {
         return Ok(Json(live));
     }
-    crate::store::migration_detail(&state.db, &id)
+    state
+        .store
+        .migration_detail(&id)
         .await
         .map_err(|err| ApiError::internal("reading a past migration", err))?
         .map(Json)
@@ -192,22 +196,23 @@ fn act_error(err: ActError, what: &str) -> ApiError {
 
 /// Records a refused request (so the log shows attempts too), before answering it.
 async fn refused(state: &AppState, entry: &NewEntry, error: &ApiError) -> Result<(), ApiError> {
-    audit::record(
-        &state.db,
-        unix_ms_now(&*state.clock),
-        entry,
-        &format!("refused: {error}"),
-    )
-    .await
-    .map(drop)
-    .map_err(|err| ApiError::internal("recording a refused request", err))
+    state
+        .store
+        .audit_record(
+            unix_ms_now(&*state.clock),
+            entry,
+            &format!("refused: {error}"),
+        )
+        .await
+        .map(drop)
+        .map_err(|err| ApiError::internal("recording a refused request", err))
 }
 
 fn executor(state: &AppState) -> Executor {
     Executor {
         fleet: state.fleet.clone(),
         hypervisors: state.hypervisors.clone(),
-        db: state.db.clone(),
+        store: state.store.clone(),
     }
 }
 

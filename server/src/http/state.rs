@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use sqlx::SqlitePool;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
@@ -14,7 +12,7 @@ use crate::fleet::{Executor, Fleet, FleetState};
 use crate::hub::Hub;
 use crate::hypervisor::Hypervisors;
 use crate::kiosk::KioskTokens;
-use crate::store;
+use crate::store::{self, Store};
 
 /// Password checks allowed at once. Each argon2 check holds ~19 MiB and a core for tens of
 /// milliseconds; a burst of sign-ins waits for one instead of exhausting the machine.
@@ -32,8 +30,8 @@ pub struct AppState {
     pub users: Arc<UserDirectory>,
     /// Failed sign-in bookkeeping.
     pub throttle: Arc<LoginThrottle>,
-    /// The SQLite database.
-    pub db: SqlitePool,
+    /// The database.
+    pub store: Store,
     /// Source of the current time.
     pub clock: Arc<dyn Clock>,
     /// Hosts, VMs and migrations.
@@ -62,8 +60,8 @@ pub enum StartupError {
     Database {
         /// The database file.
         path: String,
-        /// What sqlx said.
-        source: sqlx::Error,
+        /// What the database said.
+        source: store::Error,
     },
     /// A password hash in the configuration could not be used.
     #[error("user accounts: {0}")]
@@ -89,20 +87,20 @@ impl AppState {
             path: config.database.path.display().to_string(),
             source,
         };
-        let db = store::open(&config.database.path).await.map_err(db_error)?;
+        let store = Store::open(&config.database.path).await.map_err(db_error)?;
         let users = UserDirectory::new(&config.users).map_err(StartupError::Users)?;
-        let unfinished = store::active_migrations(&db).await.map_err(db_error)?;
+        let unfinished = store.active_migrations().await.map_err(db_error)?;
 
         let shutdown = CancellationToken::new();
         let hub = Arc::new(Hub::new(config.events.replay_buffer));
-        let kiosk = KioskTokens::load(&db).await.map_err(db_error)?;
+        let kiosk = KioskTokens::load(&store).await.map_err(db_error)?;
         let mut fleet_state = FleetState::new(
             config.hosts.iter().map(|h| h.name.as_str()),
             unix_ms_now(&*clock),
         )
         .with_projects(&config.projects);
         let to_track = fleet_state.restore(unfinished);
-        let (fleet, acts) = Fleet::start(fleet_state, hub.clone(), db.clone(), clock.clone());
+        let (fleet, acts) = Fleet::start(fleet_state, hub.clone(), store.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
         let hypervisors = Hypervisors::start(&config, reports.clone(), shutdown.clone())
             .map_err(StartupError::Libvirt)?;
@@ -117,16 +115,16 @@ impl AppState {
             Executor {
                 fleet: fleet.clone(),
                 hypervisors: hypervisors.clone(),
-                db: db.clone(),
+                store: store.clone(),
             }
             .run(acts),
         );
 
-        let sessions = Sessions::new(&db);
+        let sessions = Sessions::new(&store);
         Ok(Self {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
             config: Arc::new(config),
-            db,
+            store,
             clock,
             fleet,
             hub,

@@ -9,7 +9,6 @@ use crate::fleet::tenant::{in_scope, tenant_move, tenant_vm, vm_or_last_seen};
 use crate::http::auth::Require;
 use crate::http::error::{ApiError, Json, Path};
 use crate::http::state::AppState;
-use crate::store;
 
 /// Moves of one VM a tenant's detail page lists at most.
 const MAX_MOVES: i64 = 50;
@@ -36,7 +35,9 @@ pub(crate) async fn list(
         // After a restart the latest move is only in the history.
         let latest = match latest {
             Some(m) => Some(m),
-            None => store::migrations_of_vm(&state.db, &vm.uuid, 1)
+            None => state
+                .store
+                .migrations_of_vm(&vm.uuid, 1)
                 .await
                 .map_err(|err| ApiError::internal("reading a VM's moves", err))?
                 .pop(),
@@ -63,7 +64,9 @@ pub(crate) async fn detail(
         let current = fleet.latest_migration_of(&uuid).cloned();
         (vm, current)
     };
-    let mut moves = store::migrations_of_vm(&state.db, &uuid, MAX_MOVES)
+    let mut moves = state
+        .store
+        .migrations_of_vm(&uuid, MAX_MOVES)
         .await
         .map_err(|err| ApiError::internal("reading a VM's moves", err))?;
     // The one under way is newer in memory than on disk.

@@ -173,7 +173,7 @@ async fn a_cross_site_form_cannot_start_a_migration_or_sign_out() {
     let migrations = app.get("/api/migrations", Some(&operator)).await;
     assert_eq!(migrations.json(), json!([]));
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM migrations")
-        .fetch_one(&app.state.db)
+        .fetch_one(&app.db().await)
         .await
         .unwrap();
     assert_eq!(stored, 0);

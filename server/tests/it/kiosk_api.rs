@@ -173,7 +173,7 @@ async fn an_admin_makes_a_token_whose_secret_is_shown_once_and_stored_as_its_has
     // The table holds the SHA-256, never the secret.
     let rows: Vec<(i64, String, String)> =
         sqlx::query_as("SELECT id, label, secret_sha256 FROM kiosk_tokens")
-            .fetch_all(&app.state.db)
+            .fetch_all(&app.db().await)
             .await
             .unwrap();
     assert_eq!(rows, [(id, "NOC wall".to_owned(), sha256_hex(&secret))]);
@@ -182,7 +182,7 @@ async fn an_admin_makes_a_token_whose_secret_is_shown_once_and_stored_as_its_has
          OR created_by = ?1",
     )
     .bind(&secret)
-    .fetch_one(&app.state.db)
+    .fetch_one(&app.db().await)
     .await
     .unwrap();
     assert_eq!(holding_secret, 0);
@@ -379,7 +379,7 @@ async fn a_screen_signs_in_with_the_token_and_can_only_read() {
     let stored: Option<i64> =
         sqlx::query_scalar("SELECT last_used_at_ms FROM kiosk_tokens WHERE id = ?")
             .bind(id)
-            .fetch_one(&app.state.db)
+            .fetch_one(&app.db().await)
             .await
             .unwrap();
     assert_eq!(stored, Some(used));
@@ -475,7 +475,7 @@ async fn revoking_a_token_signs_its_screen_out_for_good() {
     );
 
     // A restart keeps it revoked (and the other one live).
-    app.state.db.close().await;
+    app.state.store.close().await;
     let restarted = TestApp::in_dir(dir, "").await;
     let reply = kiosk_sign_in(&restarted, &secret).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -669,7 +669,7 @@ async fn bad_labels_are_refused_and_create_nothing() {
     // Nothing was made, recorded, or stored.
     assert_eq!(tokens(&app, &admin).await, Vec::<Value>::new());
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM kiosk_tokens")
-        .fetch_one(&app.state.db)
+        .fetch_one(&app.db().await)
         .await
         .unwrap();
     assert_eq!(stored, 0);

@@ -1,5 +1,6 @@
 //! The server's architecture, checked: its top-level modules import each other in no
-//! cycle, the domain never reaches into the HTTP edge, and no domain module names axum.
+//! cycle, the domain never reaches into the HTTP edge, no domain module names axum, and
+//! only the store names sqlx (and the store names no other module: it is the bottom).
 //!
 //! Every `.rs` file under `server/src` is parsed (syn) and every path that starts with
 //! `crate::` — in `use` trees, braces included, and in expressions and types — counts as
@@ -39,11 +40,11 @@ fn top_module(file: &Path) -> String {
     first.to_string_lossy().trim_end_matches(".rs").to_owned()
 }
 
-/// Collects `crate::<name>` references and whether axum is named, skipping test code.
+/// Collects `crate::<name>` references and the outside crates named, skipping test code.
 #[derive(Default)]
 struct References {
     modules: BTreeSet<String>,
-    axum: bool,
+    crates: BTreeSet<String>,
 }
 
 fn is_test(attrs: &[syn::Attribute]) -> bool {
@@ -75,14 +76,16 @@ impl<'ast> Visit<'ast> for References {
                 syn::UseTree::Path(p) => {
                     if under_crate {
                         refs.modules.insert(p.ident.to_string());
-                    } else if p.ident == "axum" {
-                        refs.axum = true;
+                    } else {
+                        refs.crates.insert(p.ident.to_string());
                     }
                 }
                 syn::UseTree::Name(n) if under_crate => {
                     refs.modules.insert(n.ident.to_string());
                 }
-                syn::UseTree::Name(n) if n.ident == "axum" => refs.axum = true,
+                syn::UseTree::Name(n) => {
+                    refs.crates.insert(n.ident.to_string());
+                }
                 syn::UseTree::Rename(r) if under_crate => {
                     refs.modules.insert(r.ident.to_string());
                 }
@@ -105,21 +108,23 @@ impl<'ast> Visit<'ast> for References {
             {
                 self.modules.insert(second.ident.to_string());
             }
-            if first.ident == "axum" {
-                self.axum = true;
+            if first.ident != "crate" {
+                self.crates.insert(first.ident.to_string());
             }
         }
         syn::visit::visit_path(self, path);
     }
 }
 
-/// The graph: top-level module → the top-level modules it names (itself left out), and
-/// which modules name axum.
-fn graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
+/// Top-level module → the modules it names (itself left out), or the outside crates.
+type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The graph of modules, and which outside crates each module names.
+fn graph() -> (Graph, Graph) {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut axum = BTreeSet::new();
+    let mut graph = Graph::new();
+    let mut crates = Graph::new();
     for file in files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let module = top_module(&file);
@@ -131,9 +136,10 @@ fn graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
             .unwrap_or_else(|err| panic!("cannot parse {}: {err}", file.display()));
         let mut refs = References::default();
         refs.visit_file(&parsed);
-        if refs.axum {
-            axum.insert(module.clone());
-        }
+        crates
+            .entry(module.clone())
+            .or_default()
+            .extend(refs.crates);
         let edges = graph.entry(module.clone()).or_default();
         edges.extend(refs.modules.into_iter().filter(|m| *m != module));
     }
@@ -141,13 +147,13 @@ fn graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     for edges in graph.values_mut() {
         edges.retain(|m| known.contains(m));
     }
-    (graph, axum)
+    (graph, crates)
 }
 
 /// Strongly connected components with more than one module (Tarjan).
-fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     struct Tarjan<'a> {
-        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        graph: &'a Graph,
         index: BTreeMap<&'a str, usize>,
         low: BTreeMap<&'a str, usize>,
         stack: Vec<&'a str>,
@@ -217,7 +223,7 @@ fn the_servers_modules_import_each_other_in_no_cycle() {
 
 #[test]
 fn the_domain_reaches_neither_into_the_edge_nor_for_axum() {
-    let (graph, axum) = graph();
+    let (graph, crates) = graph();
     for (module, edges) in &graph {
         if EDGE.contains(&module.as_str()) {
             continue;
@@ -229,10 +235,32 @@ fn the_domain_reaches_neither_into_the_edge_nor_for_axum() {
             );
         }
         assert!(
-            !axum.contains(module),
+            !crates[module].contains("axum"),
             "{module} names axum: HTTP types belong to the edge"
         );
     }
+}
+
+#[test]
+fn only_the_store_speaks_sql_and_it_depends_on_no_other_module() {
+    let (graph, crates) = graph();
+    for (module, named) in &crates {
+        if module != "store" {
+            assert!(
+                !named.contains("sqlx"),
+                "{module} names sqlx: queries and connections belong to the store"
+            );
+        }
+    }
+    assert!(
+        crates["store"].contains("sqlx"),
+        "the walk sees the store's sqlx"
+    );
+    assert!(
+        graph["store"].is_empty(),
+        "the store is the bottom layer, yet it uses {:?}",
+        graph["store"]
+    );
 }
 
 #[test]
@@ -253,6 +281,16 @@ fn the_check_sees_a_cycle_when_there_is_one() {
         refs.visit_file(&file);
         refs.modules
     };
+    let crates = {
+        let file = syn::parse_file("use axum::Router;\nfn f() { sqlx::query(\"\"); }").unwrap();
+        let mut refs = References::default();
+        refs.visit_file(&file);
+        refs.crates
+    };
+    assert!(
+        crates.contains("axum") && crates.contains("sqlx"),
+        "{crates:?}"
+    );
     assert_eq!(
         refs,
         BTreeSet::from(["clock".to_owned(), "fleet".to_owned(), "store".to_owned()]),

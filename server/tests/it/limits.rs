@@ -73,7 +73,7 @@ async fn concurrent_wrong_passwords_are_checked_no_more_than_the_limit() {
     let rows: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM audit WHERE action = 'sign_in' AND result LIKE 'refused%'",
     )
-    .fetch_one(&app.state.db)
+    .fetch_one(&app.db().await)
     .await
     .unwrap();
     assert_eq!(rows, 3);
@@ -147,7 +147,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "client {n}");
     }
     let audit: Vec<String> = sqlx::query_scalar("SELECT client_addr FROM audit ORDER BY id")
-        .fetch_all(&proxied.state.db)
+        .fetch_all(&proxied.db().await)
         .await
         .unwrap();
     assert_eq!(audit[0], "203.0.113.0", "the rightmost untrusted entry");
@@ -190,7 +190,7 @@ async fn a_request_for_a_foreign_host_is_refused_before_anything_else() {
     }
     // Nothing reached the sign-in handler.
     let audit: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit")
-        .fetch_one(&app.state.db)
+        .fetch_one(&app.db().await)
         .await
         .unwrap();
     assert_eq!(audit, 0);

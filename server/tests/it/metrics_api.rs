@@ -46,9 +46,7 @@ async fn metrics_answer_the_token_only_and_show_the_fleet_and_the_history() {
             1,
         );
         m.ended_at_ms = Some(2);
-        converge_server::store::save_migration(&app.state.db, &m)
-            .await
-            .unwrap();
+        app.state.store.save_migration(&m).await.unwrap();
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -14,7 +14,7 @@ async fn a_session_survives_a_server_restart() {
     let cookie = {
         let first = TestApp::in_dir(dir.clone(), "").await;
         let cookie = first.login("tina", TENANT_PASSWORD).await;
-        first.state.db.close().await;
+        first.state.store.close().await;
         cookie
     };
     let second = TestApp::in_dir(dir, "").await;
@@ -46,7 +46,7 @@ async fn a_changed_password_ends_existing_sessions() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let first = TestApp::in_dir(dir.clone(), "").await;
     let cookie = first.login("admin", ADMIN_PASSWORD).await;
-    first.state.db.close().await;
+    first.state.store.close().await;
 
     // Same account, new password: the operator edited the config and restarted.
     let text = config_text(dir.path(), "").replace(
@@ -67,7 +67,7 @@ async fn a_removed_user_is_signed_out() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let first = TestApp::in_dir(dir.clone(), "").await;
     let cookie = first.login("tina", TENANT_PASSWORD).await;
-    first.state.db.close().await;
+    first.state.store.close().await;
 
     let text = config_text(dir.path(), "").replace("username = \"tina\"", "username = \"tom\"");
     let second = TestApp::with_config(dir, Config::parse(&text).unwrap()).await;

@@ -97,6 +97,15 @@ impl TestApp {
         Self::with_state(dir, state)
     }
 
+    /// A connection of the test's own to the database file, to check what is on disk
+    /// (the server's store shows no SQL).
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.state.config.database.path)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        sqlx::SqlitePool::connect_with(options).await.unwrap()
+    }
+
     pub fn with_state(dir: Arc<TempDir>, state: AppState) -> Self {
         let router = converge_server::router(state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));

@@ -83,7 +83,9 @@ impl TestServer {
 
     /// Deletes every session from the database, as expiry or revocation would.
     pub async fn end_all_sessions(&self) {
-        converge_server::store::delete_all_sessions(&self.state.db)
+        self.state
+            .store
+            .delete_all_sessions()
             .await
             .expect("delete sessions");
     }

@@ -142,7 +142,7 @@ impl SessionAuth {
         match self.kiosk_token {
             Some(id) => {
                 let token = state.kiosk.live(id, now.saturating_mul(1000))?;
-                state.kiosk.used(&state.db, id, now * 1000).await;
+                state.kiosk.used(&state.store, id, now * 1000).await;
                 Some(Arc::new(User::kiosk(&token)))
             }
             None => state
