@@ -96,10 +96,8 @@ impl KioskTokens {
                 _ => false,
             }
         };
-        if due {
-            if let Err(err) = store.kiosk_token_used(id, now_ms).await {
-                tracing::warn!(token = id, error = %err, "cannot record a kiosk token's use");
-            }
+        if due && let Err(err) = store.kiosk_token_used(id, now_ms).await {
+            tracing::warn!(token = id, error = %err, "cannot record a kiosk token's use");
         }
     }
 
