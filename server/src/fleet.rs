@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use converge_api::{LiveEvent, Migration};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 pub use act::{Act, ActError, ActKind, Executor};
 pub use start::{StartError, StartRequest};
@@ -52,20 +53,27 @@ enum Persist {
     Thin(String),
     /// Answered once every write queued before it is done.
     Flush(oneshot::Sender<()>),
+    /// The last job: the writer ends once everything before it is written.
+    Close,
 }
 
+/// The fleet's two queues, for the tasks that work them off (see `background.rs`).
+#[derive(Debug)]
+pub struct Queues {
+    /// History writes, for [`write_history`].
+    pub history: HistoryQueue,
+    /// Actions the policy decided, for [`Executor::run`].
+    pub acts: mpsc::UnboundedReceiver<Act>,
+}
+
+/// The queue of history writes (what to write is the fleet's business).
+#[derive(Debug)]
+pub struct HistoryQueue(mpsc::UnboundedReceiver<Persist>);
+
 impl Fleet {
-    /// Builds the fleet and starts its persistence task (writes happen in the order the
-    /// changes were made, so a migration's last state on disk is its last state).
-    /// Returns the receiving end of the action queue, for an [`Executor`].
-    pub fn start(
-        state: FleetState,
-        hub: Arc<Hub>,
-        store: Store,
-        clock: Arc<dyn Clock>,
-    ) -> (Self, mpsc::UnboundedReceiver<Act>) {
-        let (persist, queue) = mpsc::unbounded_channel::<Persist>();
-        tokio::spawn(persist_in_order(queue, store));
+    /// Builds the fleet; its queues are worked off by whoever owns the background work.
+    pub fn new(state: FleetState, hub: Arc<Hub>, clock: Arc<dyn Clock>) -> (Self, Queues) {
+        let (persist, history) = mpsc::unbounded_channel::<Persist>();
         let (acts, act_queue) = mpsc::unbounded_channel();
         let fleet = Self {
             state: Arc::new(RwLock::new(state)),
@@ -74,7 +82,11 @@ impl Fleet {
             acts,
             clock,
         };
-        (fleet, act_queue)
+        let queues = Queues {
+            history: HistoryQueue(history),
+            acts: act_queue,
+        };
+        (fleet, queues)
     }
 
     /// Reads the fleet. Keep the guard short; never hold it across an await.
@@ -120,7 +132,9 @@ impl Fleet {
                 Change::PersistIteration(id, mark) => Persist::Iteration(id.clone(), *mark),
                 Change::ThinSamples(id) => Persist::Thin(id.clone()),
             };
-            let _ = self.persist.send(job);
+            if self.persist.send(job).is_err() {
+                tracing::warn!("a history write came after shutdown closed the history");
+            }
         }
         result
     }
@@ -154,9 +168,15 @@ impl Fleet {
         }
     }
 
-    /// Applies host reports until every worker is gone.
-    pub async fn run(self, reports: mpsc::UnboundedReceiver<Report>) {
-        self.run_with(reports, FleetState::apply).await;
+    /// Ends the history: writes queued so far land, later ones are refused (at
+    /// shutdown, after everything that could change the fleet has stopped).
+    pub fn close_history(&self) {
+        let _ = self.persist.send(Persist::Close);
+    }
+
+    /// Applies host reports until `stop` is cancelled, then the ones already queued.
+    pub async fn run(self, reports: mpsc::UnboundedReceiver<Report>, stop: CancellationToken) {
+        self.run_with(reports, stop, FleetState::apply).await;
     }
 
     /// [`Self::run`] with the function that applies a report (tests inject a faulty one).
@@ -169,28 +189,49 @@ impl Fleet {
     pub async fn run_with(
         self,
         mut reports: mpsc::UnboundedReceiver<Report>,
+        stop: CancellationToken,
         apply: impl Fn(&mut FleetState, Report, i64) -> Vec<Change>,
     ) {
-        while let Some(report) = reports.recv().await {
-            let vm_uuid = report.vm_uuid().map(str::to_owned);
-            let kind = report_kind(&report);
-            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.update(|state, now_ms| apply(state, report, now_ms));
-            }));
-            if let Err(panic) = applied {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(report = kind, vm = vm_uuid.as_deref().unwrap_or("-"), panic = %message, "a host report could not be applied; carrying on");
-                if let Some(vm_uuid) = vm_uuid {
-                    let noted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.update(|state, now_ms| state.report_failed(&vm_uuid, now_ms));
-                    }));
-                    if noted.is_err() {
-                        tracing::error!(vm = %vm_uuid, "could not note the failed report either");
-                    }
+        loop {
+            let report = tokio::select! {
+                biased;
+                report = reports.recv() => match report {
+                    Some(report) => report,
+                    None => return,
+                },
+                () = stop.cancelled() => break,
+            };
+            self.apply_guarded(report, &apply);
+        }
+        // What the workers sent before they stopped still counts.
+        while let Ok(report) = reports.try_recv() {
+            self.apply_guarded(report, &apply);
+        }
+    }
+
+    fn apply_guarded(
+        &self,
+        report: Report,
+        apply: &impl Fn(&mut FleetState, Report, i64) -> Vec<Change>,
+    ) {
+        let vm_uuid = report.vm_uuid().map(str::to_owned);
+        let kind = report_kind(&report);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.update(|state, now_ms| apply(state, report, now_ms));
+        }));
+        if let Err(panic) = applied {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(report = kind, vm = vm_uuid.as_deref().unwrap_or("-"), panic = %message, "a host report could not be applied; carrying on");
+            if let Some(vm_uuid) = vm_uuid {
+                let noted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.update(|state, now_ms| state.report_failed(&vm_uuid, now_ms));
+                }));
+                if noted.is_err() {
+                    tracing::error!(vm = %vm_uuid, "could not note the failed report either");
                 }
             }
         }
@@ -210,9 +251,11 @@ fn report_kind(report: &Report) -> &'static str {
     }
 }
 
-/// Writes in the order the changes were made, so a migration's last state on disk is its
-/// last state. Runs until every sender is gone, so writes queued before shutdown land.
-async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, store: Store) {
+/// Writes the history in the order the changes were made, so a migration's last state on
+/// disk is its last state. Ends at [`Fleet::close_history`], once everything queued
+/// before it is written.
+pub async fn write_history(queue: HistoryQueue, store: Store) {
+    let HistoryQueue(mut queue) = queue;
     while let Some(job) = queue.recv().await {
         let (id, result, done) = match job {
             Persist::Migration { migration, done } => (
@@ -236,6 +279,7 @@ async fn persist_in_order(mut queue: mpsc::UnboundedReceiver<Persist>, store: St
                 let _ = done.send(());
                 continue;
             }
+            Persist::Close => break,
         };
         if let Err(err) = &result {
             tracing::error!(migration = %id, error = %err, "cannot save migration history");

@@ -287,6 +287,8 @@ impl HostHandle {
 #[derive(Debug, Default)]
 pub struct Hypervisors {
     hosts: BTreeMap<String, HostHandle>,
+    /// The workers' threads, taken by whoever waits for them at shutdown.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Hypervisors {
@@ -306,21 +308,33 @@ impl Hypervisors {
             scan_every: Duration::from_millis(config.sampler.vm_refresh_ms),
             max_backoff: Duration::from_secs(config.sampler.max_reconnect_backoff_s),
         };
-        let hosts = config
-            .hosts
-            .iter()
-            .map(|host| {
-                let tx = worker::spawn(host.clone(), timing, reports.clone(), shutdown.clone());
-                (
-                    host.name.clone(),
-                    HostHandle {
-                        config: host.clone(),
-                        tx,
-                    },
-                )
-            })
-            .collect();
-        Ok(Self { hosts })
+        let mut hosts = BTreeMap::new();
+        let mut threads = Vec::new();
+        for host in &config.hosts {
+            let (tx, thread) =
+                worker::spawn(host.clone(), timing, reports.clone(), shutdown.clone());
+            threads.extend(thread);
+            let handle = HostHandle {
+                config: host.clone(),
+                tx,
+            };
+            hosts.insert(host.name.clone(), handle);
+        }
+        Ok(Self {
+            hosts,
+            threads: std::sync::Mutex::new(threads),
+        })
+    }
+
+    /// The workers' threads, once (they end when the shutdown token is cancelled; a
+    /// migration's own thread, blocked in libvirt, is not among them).
+    pub fn take_threads(&self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The host called `name`.

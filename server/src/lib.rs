@@ -6,6 +6,7 @@
 //! loads the configuration.
 
 pub mod auth;
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod fleet;
@@ -37,16 +38,10 @@ use tracing::Level;
 
 pub use http::error::{ApiError, Json, Path, Query};
 pub use http::routes;
-pub use http::state::{AppState, StartupError};
+pub use http::state::{AppState, Controller, StartupError};
 
 /// Largest JSON body the API reads; every request it serves is a few hundred bytes.
 const MAX_API_BODY_BYTES: usize = 64 * 1024;
-
-/// How long shutdown waits for queued history writes.
-const FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(10);
-
-/// How often sessions past their expiry are deleted from the database.
-const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(600);
 
 /// The whole HTTP surface: `/api/*` and the dashboard's files.
 pub fn router(state: AppState) -> Router {
@@ -104,21 +99,19 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then lets requests in flight
-/// finish. Connections are bounded as `[server]` says (see `listener.rs`).
+/// finish and shuts the background work down in order (queued writes land). Connections
+/// are bounded as `[server]` says (see `listener.rs`).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    controller: Controller,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Controller { state, background } = controller;
     let dist = &state.config.server.dist_dir;
     if !dist.join("index.html").is_file() {
         tracing::warn!(dist = %dist.display(), "no dashboard build found; the API works, the UI will not (run scripts/build-ui)");
     }
     let stopping = state.shutdown.clone();
-    let sweeper = tokio::spawn(sweep_sessions(
-        state.sessions.clone(),
-        Duration::from_secs(state.config.events.session_check_s),
-    ));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(url = %format!("http://{addr}/"), "listening");
     }
@@ -130,37 +123,10 @@ pub async fn serve(
         stop.cancel();
     });
     let limits = http::listener::Limits::from_config(&state.config.server);
-    let fleet = state.fleet.clone();
     let served = http::listener::serve(listener, router(state), limits, stopping.clone()).await;
-    stopping.cancel();
-    sweeper.abort();
-    // What was published is on disk before the process goes (bounded: a database that
-    // hangs must not hang the shutdown).
-    if tokio::time::timeout(FLUSH_AT_SHUTDOWN, fleet.flush())
-        .await
-        .is_err()
-    {
-        tracing::error!("the history's last writes did not finish within the shutdown bound");
-    }
+    // What was published is on disk before the process goes (each step bounded: a
+    // database that hangs must not hang the shutdown).
+    background.shutdown().await;
     tracing::info!("server stopped");
     served
-}
-
-/// Ends the live streams of sessions that expired (often), and deletes expired sessions'
-/// rows (rarely).
-async fn sweep_sessions(sessions: auth::Sessions, streams_every: Duration) {
-    let mut every = tokio::time::interval(streams_every);
-    let mut last_delete = std::time::Instant::now();
-    loop {
-        every.tick().await;
-        if let Err(err) = sessions.end_streams_of_lapsed_sessions().await {
-            tracing::warn!(error = %err, "could not check the sessions of live streams");
-        }
-        if last_delete.elapsed() >= EXPIRED_SESSION_SWEEP {
-            last_delete = std::time::Instant::now();
-            if let Err(err) = sessions.delete_expired().await {
-                tracing::warn!(error = %err, "could not delete expired sessions");
-            }
-        }
-    }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use converge_server::config::Config;
-use converge_server::{AppState, auth, serve};
+use converge_server::{Controller, auth, serve};
 use tracing_subscriber::EnvFilter;
 
 /// Converge: a live-migration console for libvirt/QEMU clouds.
@@ -82,7 +82,7 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let listen = config.server.listen;
         let metrics_listen = config.metrics.as_ref().map(|m| m.listen);
-        let state = AppState::open(config).await?;
+        let controller = Controller::open(config).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -91,9 +91,12 @@ fn run_server(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
             // Stops with the server: it watches the same shutdown token.
-            tokio::spawn(converge_server::metrics::serve(metrics, state.clone()));
+            tokio::spawn(converge_server::metrics::serve(
+                metrics,
+                controller.state.clone(),
+            ));
         }
-        serve(listener, state, shutdown_signal()).await?;
+        serve(listener, controller, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use converge_api::{ActionRecord, LeverChange};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{Fleet, Refusal};
 use crate::clock::unix_ms_now;
@@ -106,14 +108,34 @@ pub enum ActError {
 
 impl Executor {
     /// Carries out actions the fleet queued (the policy's), each on its own task, until
-    /// the queue closes.
-    pub async fn run(self, mut queue: mpsc::UnboundedReceiver<Act>) {
-        while let Some(act) = queue.recv().await {
-            let executor = self.clone();
-            tokio::spawn(async move {
-                let _ = executor.execute(act).await;
-            });
+    /// `stop` is cancelled; then waits for the ones under way, so that each one's audit
+    /// row is completed. Actions still queued at the stop are not begun (the hosts are
+    /// going away); they are logged.
+    pub async fn run(self, mut queue: mpsc::UnboundedReceiver<Act>, stop: CancellationToken) {
+        let mut running = JoinSet::new();
+        loop {
+            tokio::select! {
+                act = queue.recv() => {
+                    let Some(act) = act else { break };
+                    let executor = self.clone();
+                    running.spawn(async move {
+                        let _ = executor.execute(act).await;
+                    });
+                }
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = stop.cancelled() => break,
+            }
         }
+        queue.close();
+        let mut dropped = 0;
+        while let Ok(act) = queue.try_recv() {
+            dropped += 1;
+            tracing::warn!(migration = %act.migration_id, action = act.kind.name(), "not begun: the server is stopping");
+        }
+        if dropped > 0 || !running.is_empty() {
+            tracing::info!(under_way = running.len(), dropped, "actions at shutdown");
+        }
+        while running.join_next().await.is_some() {}
     }
 
     /// Writes the audit row, carries the action out, completes the row and records the

@@ -386,7 +386,8 @@ impl FleetState {
     }
 
     /// The active migration of `vm_uuid` from `host`, created from a sample when Converge
-    /// did not start it (or took it back from the database after a restart).
+    /// did not start it (or took it back from the database after a restart); `true` when
+    /// it was created now (it has no row on disk yet, or an old one).
     fn ensure_record(
         &mut self,
         host: &str,
@@ -394,9 +395,9 @@ impl FleetState {
         vm_name: &str,
         stats: &JobStats,
         now_ms: i64,
-    ) -> Option<String> {
+    ) -> Option<(String, bool)> {
         if let Some(id) = self.active_by_vm.get(vm_uuid) {
-            return (self.migrations[id].migration.source == host).then(|| id.clone());
+            return (self.migrations[id].migration.source == host).then(|| (id.clone(), false));
         }
         let migration = match self.orphans.remove(vm_uuid) {
             Some(orphan) if orphan.source == host => orphan,
@@ -418,7 +419,7 @@ impl FleetState {
         self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
         self.migrations
             .insert(id.clone(), MigrationRecord::new(migration));
-        Some(id)
+        Some((id, true))
     }
 
     /// The host (other than `source`) where the VM waits paused for an incoming migration.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::{Operate, ViewFleet};
 use crate::clock::unix_ms_now;
-use crate::fleet::{Act, ActError, ActKind, Executor};
+use crate::fleet::{Act, ActError, ActKind};
 use crate::fleet::{StartError, StartRequest};
 use crate::http::auth::{ClientAddr, Require};
 use crate::http::error::{ApiError, Json, Path, Query};
@@ -90,7 +90,8 @@ pub(crate) async fn start(
         started_by: principal.user.username.clone(),
         client_addr,
     };
-    let migration = executor(&state)
+    let migration = state
+        .executor
         .start(request, &presets)
         .await
         .map_err(|err| match err {
@@ -138,7 +139,8 @@ pub(crate) async fn lever(
         client_addr: Some(client_addr.to_string()),
         reason: "requested by an operator".into(),
     };
-    let read_back = executor(&state)
+    let read_back = state
+        .executor
         .execute(act)
         .await
         .map_err(|err| act_error(err, "libvirt refused"))?;
@@ -177,7 +179,8 @@ pub(crate) async fn abort(
         client_addr: Some(client_addr.to_string()),
         reason: "requested by an operator".into(),
     };
-    executor(&state)
+    state
+        .executor
         .execute(act)
         .await
         .map_err(|err| act_error(err, "libvirt could not abort"))?;
@@ -206,14 +209,6 @@ async fn refused(state: &AppState, entry: &NewEntry, error: &ApiError) -> Result
         .await
         .map(drop)
         .map_err(|err| ApiError::internal("recording a refused request", err))
-}
-
-fn executor(state: &AppState) -> Executor {
-    Executor {
-        fleet: state.fleet.clone(),
-        hypervisors: state.hypervisors.clone(),
-        store: state.store.clone(),
-    }
 }
 
 fn current(state: &AppState, id: &str) -> Result<Migration, ApiError> {

@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
+use crate::background::{self, Background};
 use crate::clock::{Clock, SystemClock, unix_ms_now};
 use crate::config::Config;
 use crate::fleet::{Executor, Fleet, FleetState};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Hosts, VMs and migrations.
     pub fleet: Fleet,
+    /// Carries out starts, levers and aborts (the policy's too).
+    pub executor: Executor,
     /// The live event hub.
     pub hub: Arc<Hub>,
     /// One worker per libvirt host.
@@ -71,9 +74,20 @@ pub enum StartupError {
     Libvirt(converge_libvirt::Error),
 }
 
-impl AppState {
+/// A controller ready to serve: the state its handlers share, and the background work it
+/// owns (which `serve` shuts down).
+#[derive(Debug)]
+pub struct Controller {
+    /// What handlers share.
+    pub state: AppState,
+    /// The background tasks.
+    pub background: Background,
+}
+
+impl Controller {
     /// Opens the database (creating it if needed), takes back migrations that were running
-    /// when the server last stopped, and starts one worker per configured host.
+    /// when the server last stopped, and starts one worker per configured host and the
+    /// background work.
     pub async fn open(config: Config) -> Result<Self, StartupError> {
         Self::open_with_clock(config, Arc::new(SystemClock)).await
     }
@@ -100,7 +114,7 @@ impl AppState {
         )
         .with_projects(&config.projects);
         let to_track = fleet_state.restore(unfinished);
-        let (fleet, acts) = Fleet::start(fleet_state, hub.clone(), store.clone(), clock.clone());
+        let (fleet, queues) = Fleet::new(fleet_state, hub.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
         let hypervisors = Hypervisors::start(&config, reports.clone(), shutdown.clone())
             .map_err(StartupError::Libvirt)?;
@@ -110,23 +124,29 @@ impl AppState {
             }
         }
         let hypervisors = Arc::new(hypervisors);
-        tokio::spawn(fleet.clone().run(incoming));
-        tokio::spawn(
-            Executor {
-                fleet: fleet.clone(),
-                hypervisors: hypervisors.clone(),
-                store: store.clone(),
-            }
-            .run(acts),
-        );
-
+        let executor = Executor {
+            fleet: fleet.clone(),
+            hypervisors: hypervisors.clone(),
+            store: store.clone(),
+        };
         let sessions = Sessions::new(&store);
-        Ok(Self {
+        let background = Background::start(background::Parts {
+            stop: shutdown.clone(),
+            fleet: fleet.clone(),
+            queues,
+            reports: incoming,
+            executor: executor.clone(),
+            store: store.clone(),
+            sessions: sessions.clone(),
+            session_check: std::time::Duration::from_secs(config.events.session_check_s),
+        });
+        let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
             config: Arc::new(config),
             store,
             clock,
             fleet,
+            executor,
             hub,
             hypervisors,
             shutdown,
@@ -139,6 +159,7 @@ impl AppState {
             kiosk: Arc::new(kiosk),
             sessions,
             users: Arc::new(users),
-        })
+        };
+        Ok(Self { state, background })
     }
 }

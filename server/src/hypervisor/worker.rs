@@ -47,13 +47,14 @@ pub(super) struct Timing {
     pub(super) max_backoff: Duration,
 }
 
-/// Starts the worker thread for `config` and returns its inbox.
+/// Starts the worker thread for `config`; returns its inbox and the thread (none when it
+/// could not be started, which is logged).
 pub(super) fn spawn(
     config: HostConfig,
     timing: Timing,
     reports: tokio_mpsc::UnboundedSender<Report>,
     shutdown: CancellationToken,
-) -> mpsc::Sender<Msg> {
+) -> (mpsc::Sender<Msg>, Option<std::thread::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel();
     let name = config.name.clone();
     let worker = Worker {
@@ -66,13 +67,14 @@ pub(super) fn spawn(
         tracked: BTreeSet::new(),
         in_flight: BTreeSet::new(),
     };
-    if let Err(err) = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("host-{name}"))
         .spawn(move || worker.run())
-    {
-        tracing::error!(host = %name, error = %err, "cannot start the host worker thread");
-    }
-    tx
+        .inspect_err(|err| {
+            tracing::error!(host = %name, error = %err, "cannot start the host worker thread");
+        })
+        .ok();
+    (tx, thread)
 }
 
 /// Why `serve` returned.

@@ -17,7 +17,7 @@ fn resync(n: u32) -> LiveEvent {
 
 async fn server() -> (TestApp, LiveServer) {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     (app, server)
 }
 
@@ -76,7 +76,7 @@ async fn last_event_id_resumes_where_the_viewer_left() {
 async fn resuming_from_too_far_back_says_resync() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let app = TestApp::in_dir(dir, "[events]\nreplay_buffer = 16\n").await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
     for n in 0..40 {
         app.state.hub.publish(Audience::Fleet, &resync(n));
@@ -93,7 +93,7 @@ async fn resuming_from_too_far_back_says_resync() {
 async fn a_viewer_that_falls_behind_is_told_to_resync_not_dropped() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let app = TestApp::in_dir(dir, "[events]\nreplay_buffer = 16\n").await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
     let mut reader = SseReader::open(&server.url, &cookie, None).await.reader;
     // Make sure the stream is attached, then flood it far past the per-viewer buffer.

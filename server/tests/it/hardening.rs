@@ -103,7 +103,7 @@ async fn the_dashboards_own_origin_passes() {
 #[tokio::test]
 async fn a_browser_on_the_real_socket_passes_with_its_own_origin() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let client = reqwest::Client::new();
     let send = |origin: &str, site: &str| {
         client
@@ -533,7 +533,7 @@ async fn a_body_over_64_kib_is_refused_with_413() {
     );
 
     // A body with no Content-Length (chunked) is cut off all the same.
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let body = login_body_of(200 * 1024).into_bytes();
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.chunks(8 * 1024).map(|c| Ok(c.to_vec())).collect();

@@ -533,7 +533,7 @@ async fn still_open(response: &mut reqwest::Response, wait: Duration) -> bool {
 #[tokio::test]
 async fn revoking_a_token_ends_its_open_stream_within_seconds() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let admin = app.login("admin", ADMIN_PASSWORD).await;
     let (id, secret) = create_token(&app, &admin, "NOC wall").await;
     let (_, other_secret) = create_token(&app, &admin, "Lobby").await;
@@ -561,7 +561,7 @@ async fn revoking_a_token_ends_its_open_stream_within_seconds() {
 #[tokio::test]
 async fn signing_out_ends_the_sessions_open_stream_within_seconds() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let admin = app.login("admin", ADMIN_PASSWORD).await;
     let other_admin = app.login("admin", ADMIN_PASSWORD).await;
     let stream = open_stream(&server.url, &admin).await;

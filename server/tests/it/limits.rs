@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use converge_api::{LiveEvent, Resync};
-use converge_server::AppState;
+use converge_server::Controller;
 use converge_server::config::Config;
 use converge_server::hub::Audience;
 use converge_testkit::SseReader;
@@ -229,7 +229,7 @@ async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration 
 #[tokio::test]
 async fn half_sent_headers_and_idle_connections_are_dropped_at_the_header_timeout() {
     let app = app_with("header_timeout_s = 1\n", "").await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let addr = server.url.trim_start_matches("http://").to_owned();
 
     let mut slow = TcpStream::connect(&addr).await.unwrap();
@@ -254,7 +254,7 @@ async fn half_sent_headers_and_idle_connections_are_dropped_at_the_header_timeou
 #[tokio::test]
 async fn connections_over_the_per_address_limit_are_answered_503() {
     let app = app_with("max_connections_per_address = 2\n", "").await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let addr = server.url.trim_start_matches("http://").to_owned();
     let first = TcpStream::connect(&addr).await.unwrap();
     let _second = TcpStream::connect(&addr).await.unwrap();
@@ -278,7 +278,7 @@ async fn connections_over_the_per_address_limit_are_answered_503() {
 #[tokio::test]
 async fn one_stream_more_than_the_limit_is_refused_and_the_open_ones_go_on() {
     let app = app_with("", "[events]\nmax_streams_per_principal = 2\n").await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
     let first = SseReader::open(&server.url, &cookie, None).await;
     let second = SseReader::open(&server.url, &cookie, None).await;
@@ -324,7 +324,7 @@ async fn one_stream_more_than_the_limit_is_refused_and_the_open_ones_go_on() {
 #[tokio::test]
 async fn signing_out_ends_the_sessions_streams_at_once() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
     let mut reader = SseReader::open(&server.url, &cookie, None).await.reader;
     let started = Instant::now();
@@ -347,7 +347,7 @@ async fn signing_out_ends_the_sessions_streams_at_once() {
 #[tokio::test]
 async fn a_hostile_last_event_id_gets_a_resync_not_a_crash() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let cookie = http_login(&server.url, "admin", ADMIN_PASSWORD).await;
     let opened = SseReader::open(&server.url, &cookie, Some(u64::MAX)).await;
     assert_eq!(opened.status, 200);
@@ -360,7 +360,7 @@ async fn a_hostile_last_event_id_gets_a_resync_not_a_crash() {
 #[tokio::test]
 async fn tenant_event_ids_count_their_projects_only() {
     let app = TestApp::new().await;
-    let server = LiveServer::start(app.state.clone()).await;
+    let server = LiveServer::start(app.controller()).await;
     let tina = http_login(&server.url, "tina", TENANT_PASSWORD).await;
     let mut stream = SseReader::open(&server.url, &tina, None).await.reader;
     let marker = |text: &str| {
@@ -411,10 +411,10 @@ async fn a_kiosk_link_can_expire_and_then_opens_nothing() {
     let extra = "[session]\nabsolute_lifetime_hours = 48\n";
     let config = Config::parse(&config_text(dir.path(), extra)).unwrap();
     let clock = ManualClock::now();
-    let state = AppState::open_with_clock(config, clock.clone())
+    let controller = Controller::open_with_clock(config, clock.clone())
         .await
         .unwrap();
-    let app = TestApp::with_state(dir, state);
+    let app = TestApp::with_controller(dir, controller);
     let admin = app.login("admin", ADMIN_PASSWORD).await;
     let refused = app
         .post(

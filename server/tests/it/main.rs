@@ -19,5 +19,6 @@ mod layers;
 mod limits;
 mod metrics_api;
 mod sessions;
+mod shutdown;
 mod static_files;
 mod support;

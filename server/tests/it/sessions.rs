@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use converge_server::config::Config;
-use converge_server::{AppState, auth};
+use converge_server::{Controller, auth};
 
 use crate::support::{ADMIN_PASSWORD, ManualClock, TENANT_PASSWORD, TestApp, config_text};
 
@@ -86,10 +86,10 @@ async fn a_session_ends_at_its_absolute_lifetime_however_active() {
     ))
     .unwrap();
     let clock = ManualClock::now();
-    let state = AppState::open_with_clock(config, clock.clone())
+    let controller = Controller::open_with_clock(config, clock.clone())
         .await
         .unwrap();
-    let app = TestApp::with_state(dir, state);
+    let app = TestApp::with_controller(dir, controller);
     let cookie = app.login("admin", ADMIN_PASSWORD).await;
 
     let advance = |minutes: i64| clock.advance(time::Duration::minutes(minutes));

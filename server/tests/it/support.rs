@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use converge_server::config::Config;
-use converge_server::{AppState, auth};
+use converge_server::{AppState, Controller, auth};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -75,6 +75,8 @@ projects = ["blue"]
 /// The server's router over a real state, as if every request came from `client`.
 pub struct TestApp {
     pub state: AppState,
+    /// The app's background work, until a [`LiveServer`] takes it to shut it down.
+    background: std::sync::Mutex<Option<converge_server::background::Background>>,
     /// Keeps the folder (database, dist) alive as long as the app.
     #[allow(dead_code)]
     pub dir: Arc<TempDir>,
@@ -93,8 +95,8 @@ impl TestApp {
     }
 
     pub async fn with_config(dir: Arc<TempDir>, config: Config) -> Self {
-        let state = AppState::open(config).await.unwrap();
-        Self::with_state(dir, state)
+        let controller = Controller::open(config).await.unwrap();
+        Self::with_controller(dir, controller)
     }
 
     /// A connection of the test's own to the database file, to check what is on disk
@@ -106,10 +108,25 @@ impl TestApp {
         sqlx::SqlitePool::connect_with(options).await.unwrap()
     }
 
-    pub fn with_state(dir: Arc<TempDir>, state: AppState) -> Self {
+    pub fn with_controller(dir: Arc<TempDir>, controller: Controller) -> Self {
+        let Controller { state, background } = controller;
         let router = converge_server::router(state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40_000))));
-        Self { state, dir, router }
+        Self {
+            state,
+            background: std::sync::Mutex::new(Some(background)),
+            dir,
+            router,
+        }
+    }
+
+    /// The app as a controller to serve (once: its background work goes with it).
+    pub fn controller(&self) -> Controller {
+        let background = self.background.lock().unwrap().take();
+        Controller {
+            state: self.state.clone(),
+            background: background.expect("the app is served once"),
+        }
     }
 
     /// Sends `request` as a browser or curl would: with a `Host` header (this server's
@@ -259,11 +276,11 @@ pub struct LiveServer {
 }
 
 impl LiveServer {
-    pub async fn start(state: AppState) -> Self {
+    pub async fn start(controller: Controller) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(converge_server::serve(listener, state, async {
+        let task = tokio::spawn(converge_server::serve(listener, controller, async {
             let _ = stopped.await;
         }));
         Self {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use converge_server::config::Config;
-use converge_server::{AppState, auth};
+use converge_server::{AppState, Controller, auth};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -50,13 +50,14 @@ impl TestServer {
         );
         let text = config_text(&dist, &dir.path().join("converge.db"), extra);
         let config = Config::parse(&text).expect("test config parses");
-        let state = AppState::open(config).await.expect("server state");
+        let controller = Controller::open(config).await.expect("server state");
+        let state = controller.state.clone();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .unwrap_or_else(|err| panic!("bind {addr}: {err}"));
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(converge_server::serve(listener, state.clone(), async {
+        let task = tokio::spawn(converge_server::serve(listener, controller, async {
             let _ = stopped.await;
         }));
         Self {
@@ -73,12 +74,11 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // The server returns once its host workers' threads have ended (their libvirt
+        // connections closed), so the next server can take the hosts at once.
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        // Workers poll for shutdown at least every 200 ms; give them time to let go of
-        // their libvirt connections before a test reuses the hosts.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 
     /// Deletes every session from the database, as expiry or revocation would.

@@ -24,7 +24,8 @@ impl FleetState {
         levers: Levers,
         now_ms: i64,
     ) -> Vec<Change> {
-        let Some(id) = self.ensure_record(host, vm_uuid, vm_name, stats, now_ms) else {
+        let Some((id, found_now)) = self.ensure_record(host, vm_uuid, vm_name, stats, now_ms)
+        else {
             return Vec::new();
         };
         let sample = sample_from(stats, at);
@@ -41,7 +42,8 @@ impl FleetState {
         let store = record.store_decision(iteration_started.is_some());
         record.update_forecast();
         let acts = run_policy(record, now_ms);
-        let persist = was != record.migration.state;
+        // A migration found now is written at once: its samples' rows refer to it.
+        let persist = found_now || was != record.migration.state;
 
         let mut changes = self.changed(&id, Some(sample.clone()), persist);
         if let (Some(mark), Some(Change::Publish(LiveEvent::Migration(update)))) =

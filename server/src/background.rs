@@ -1,0 +1,142 @@
+//! The server's background work, owned by one value made at start-up and shut down by
+//! `serve` in order, each step bounded:
+//!
+//! 1. the stop is signalled: live streams end, host workers stop asking libvirt;
+//! 2. the host reports already queued are applied, then that loop ends;
+//! 3. actions under way finish (their audit rows are completed), none is begun;
+//! 4. the history's queued writes land, then its writer ends;
+//! 5. the host worker threads are joined.
+//!
+//! Nothing here is spawned by a constructor and forgotten: every task's handle is kept
+//! and awaited.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Sessions;
+use crate::fleet::{Executor, Fleet, Queues, write_history};
+use crate::hypervisor::Report;
+use crate::store::Store;
+
+/// How long each shutdown step may take before it is given up (and logged).
+const STEP_BOUND: Duration = Duration::from_secs(10);
+
+/// How often sessions past their expiry are deleted from the database.
+const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(600);
+
+/// The running background tasks.
+#[derive(Debug)]
+pub struct Background {
+    stop: CancellationToken,
+    fleet: Fleet,
+    executor: Executor,
+    reports: JoinHandle<()>,
+    actions: JoinHandle<()>,
+    history: JoinHandle<()>,
+    sessions: JoinHandle<()>,
+}
+
+/// What the background work runs on.
+#[derive(Debug)]
+pub struct Parts {
+    /// Cancelled to stop (the server's shutdown token).
+    pub stop: CancellationToken,
+    /// The fleet.
+    pub fleet: Fleet,
+    /// Its queues.
+    pub queues: Queues,
+    /// Where host reports arrive.
+    pub reports: mpsc::UnboundedReceiver<Report>,
+    /// Carries out queued actions.
+    pub executor: Executor,
+    /// The database, for the history.
+    pub store: Store,
+    /// Sessions, whose lapsed streams are ended every `session_check`.
+    pub sessions: Sessions,
+    /// How often the sessions of live streams are checked.
+    pub session_check: Duration,
+}
+
+impl Background {
+    /// Starts every background task.
+    pub fn start(parts: Parts) -> Self {
+        let Parts {
+            stop,
+            fleet,
+            queues,
+            reports,
+            executor,
+            store,
+            sessions,
+            session_check,
+        } = parts;
+        Self {
+            reports: tokio::spawn(fleet.clone().run(reports, stop.clone())),
+            actions: tokio::spawn(executor.clone().run(queues.acts, stop.clone())),
+            history: tokio::spawn(write_history(queues.history, store)),
+            sessions: tokio::spawn(sweep_sessions(sessions, session_check, stop.clone())),
+            stop,
+            fleet,
+            executor,
+        }
+    }
+
+    /// Stops everything in order (see the module's note) and waits for it, each step
+    /// at most [`STEP_BOUND`].
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        bounded("applying the last host reports", self.reports).await;
+        bounded("finishing the actions under way", self.actions).await;
+        bounded("the session sweep", self.sessions).await;
+        // Nothing that changes the fleet runs any more: close the history after its
+        // last write.
+        self.fleet.close_history();
+        bounded("writing the history's last changes", self.history).await;
+        let threads = self.executor.hypervisors.take_threads();
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        bounded("stopping the host workers", joined).await;
+    }
+}
+
+/// Awaits `task`, at most [`STEP_BOUND`]; logs a step that took longer or failed.
+async fn bounded<T>(step: &str, task: impl Future<Output = Result<T, tokio::task::JoinError>>) {
+    match tokio::time::timeout(STEP_BOUND, task).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::error!(step, error = %err, "a shutdown step failed"),
+        Err(_) => tracing::error!(
+            step,
+            bound_s = STEP_BOUND.as_secs(),
+            "a shutdown step did not finish within its bound"
+        ),
+    }
+}
+
+/// Ends the live streams of sessions that expired (often), and deletes expired sessions'
+/// rows (rarely), until `stop`.
+async fn sweep_sessions(sessions: Sessions, streams_every: Duration, stop: CancellationToken) {
+    let mut every = tokio::time::interval(streams_every);
+    let mut last_delete = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if let Err(err) = sessions.end_streams_of_lapsed_sessions().await {
+            tracing::warn!(error = %err, "could not check the sessions of live streams");
+        }
+        if last_delete.elapsed() >= EXPIRED_SESSION_SWEEP {
+            last_delete = std::time::Instant::now();
+            if let Err(err) = sessions.delete_expired().await {
+                tracing::warn!(error = %err, "could not delete expired sessions");
+            }
+        }
+    }
+}
