@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use act::{Act, ActError, ActKind, Executor};
 pub use start::{StartError, StartRequest};
-pub use state::{Change, FleetState, LeverTarget, Refusal, StartPlan, new_id};
+pub use state::{Change, FleetState, HistoryWrite, LeverTarget, Refusal, StartPlan, new_id};
 
 use crate::clock::Clock;
 use crate::hub::{Audience, Hub};
@@ -40,17 +40,11 @@ pub struct Fleet {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Persist {
-    /// A migration's summary; `done` is answered once it is on disk.
-    Migration {
-        migration: Migration,
+    /// A write; `done` is answered once it is on disk.
+    Write {
+        write: HistoryWrite,
         done: Option<oneshot::Sender<Result<(), store::Error>>>,
     },
-    /// A (downsampled) sample for the history.
-    Sample(String, converge_api::Sample),
-    /// A pass boundary.
-    Iteration(String, converge_api::IterationMark),
-    /// Halve a migration's stored samples.
-    Thin(String),
     /// Answered once every write queued before it is done.
     Flush(oneshot::Sender<()>),
     /// The last job: the writer ends once everything before it is written.
@@ -124,13 +118,10 @@ impl Fleet {
                     let _ = self.acts.send(act.clone());
                     continue;
                 }
-                Change::Persist(migration) => Persist::Migration {
-                    migration: migration.clone(),
+                Change::Persist(write) => Persist::Write {
+                    write: write.clone(),
                     done: None,
                 },
-                Change::PersistSample(id, sample) => Persist::Sample(id.clone(), sample.clone()),
-                Change::PersistIteration(id, mark) => Persist::Iteration(id.clone(), *mark),
-                Change::ThinSamples(id) => Persist::Thin(id.clone()),
             };
             if self.persist.send(job).is_err() {
                 tracing::warn!("a history write came after shutdown closed the history");
@@ -152,8 +143,8 @@ impl Fleet {
     /// before it is reported done).
     pub async fn persist_now(&self, migration: Migration) -> Result<(), store::Error> {
         let (done, wait) = oneshot::channel();
-        let _ = self.persist.send(Persist::Migration {
-            migration,
+        let _ = self.persist.send(Persist::Write {
+            write: HistoryWrite::Migration(migration),
             done: Some(done),
         });
         wait.await.unwrap_or(Err(store::Error::PoolClosed))
@@ -257,32 +248,27 @@ fn report_kind(report: &Report) -> &'static str {
 pub async fn write_history(queue: HistoryQueue, store: Store) {
     let HistoryQueue(mut queue) = queue;
     while let Some(job) = queue.recv().await {
-        let (id, result, done) = match job {
-            Persist::Migration { migration, done } => (
-                migration.id.clone(),
-                store.save_migration(&migration).await,
-                done,
-            ),
-            Persist::Sample(id, sample) => {
-                let result = store.save_sample(&id, &sample).await;
-                (id, result, None)
-            }
-            Persist::Iteration(id, mark) => {
-                let result = store.save_iteration(&id, &mark).await;
-                (id, result, None)
-            }
-            Persist::Thin(id) => {
-                let result = store.thin_samples(&id).await;
-                (id, result, None)
-            }
+        let (write, done) = match job {
+            Persist::Write { write, done } => (write, done),
             Persist::Flush(done) => {
                 let _ = done.send(());
                 continue;
             }
             Persist::Close => break,
         };
+        let result = match &write {
+            HistoryWrite::Migration(migration) => store.save_migration(migration).await,
+            HistoryWrite::Sample {
+                migration_id,
+                sample,
+            } => store.save_sample(migration_id, sample).await,
+            HistoryWrite::Iteration { migration_id, mark } => {
+                store.save_iteration(migration_id, mark).await
+            }
+            HistoryWrite::Thin { migration_id } => store.thin_samples(migration_id).await,
+        };
         if let Err(err) = &result {
-            tracing::error!(migration = %id, error = %err, "cannot save migration history");
+            tracing::error!(migration = %write.migration_id(), error = %err, "cannot save migration history");
         }
         if let Some(done) = done {
             let _ = done.send(result);

@@ -32,16 +32,50 @@ const SUSPENDED_POSTCOPY: i32 = 7;
 pub enum Change {
     /// Send this event to viewers.
     Publish(LiveEvent),
-    /// Write this migration to the database.
-    Persist(Migration),
-    /// Write a sample to the migration's history.
-    PersistSample(String, converge_api::Sample),
-    /// Write a pass boundary to the migration's history.
-    PersistIteration(String, converge_api::IterationMark),
-    /// Halve the migration's stored samples.
-    ThinSamples(String),
+    /// Write this to the history.
+    Persist(HistoryWrite),
     /// Carry out an action the policy decided.
     Act(Act),
+}
+
+/// A write to the migration history, done in the order the changes were made.
+// As `Change`: short-lived and moved once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryWrite {
+    /// A migration's summary, inserted or updated.
+    Migration(Migration),
+    /// A (downsampled) sample of a migration.
+    Sample {
+        /// The migration.
+        migration_id: String,
+        /// The sample.
+        sample: converge_api::Sample,
+    },
+    /// A pass boundary of a migration.
+    Iteration {
+        /// The migration.
+        migration_id: String,
+        /// The boundary.
+        mark: converge_api::IterationMark,
+    },
+    /// Halve a migration's stored samples.
+    Thin {
+        /// The migration.
+        migration_id: String,
+    },
+}
+
+impl HistoryWrite {
+    /// The migration it is about.
+    pub fn migration_id(&self) -> &str {
+        match self {
+            HistoryWrite::Migration(m) => &m.id,
+            HistoryWrite::Sample { migration_id, .. }
+            | HistoryWrite::Iteration { migration_id, .. }
+            | HistoryWrite::Thin { migration_id } => migration_id,
+        }
+    }
 }
 
 /// Why a request about a migration cannot be carried out; each says why in words.
@@ -512,7 +546,9 @@ impl FleetState {
             iteration: None,
         }))];
         if persist {
-            changes.push(Change::Persist(record.migration.clone()));
+            changes.push(Change::Persist(HistoryWrite::Migration(
+                record.migration.clone(),
+            )));
         }
         changes
     }

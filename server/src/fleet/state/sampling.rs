@@ -4,7 +4,7 @@ use converge_api::{LeverChange, Levers, LiveEvent, MigrationState, TimeoutAction
 use converge_libvirt::JobStats;
 use time::OffsetDateTime;
 
-use super::{Change, FleetState};
+use super::{Change, FleetState, HistoryWrite};
 use crate::fleet::record::MigrationRecord;
 use crate::fleet::{Act, ActKind};
 use crate::hypervisor::{raw_fields, sample_from};
@@ -52,13 +52,21 @@ impl FleetState {
             update.iteration = Some(mark);
         }
         if let Some(mark) = mark {
-            changes.push(Change::PersistIteration(id.clone(), mark));
+            changes.push(Change::Persist(HistoryWrite::Iteration {
+                migration_id: id.clone(),
+                mark,
+            }));
         }
         if store.thin {
-            changes.push(Change::ThinSamples(id.clone()));
+            changes.push(Change::Persist(HistoryWrite::Thin {
+                migration_id: id.clone(),
+            }));
         }
         if store.store {
-            changes.push(Change::PersistSample(id, sample));
+            changes.push(Change::Persist(HistoryWrite::Sample {
+                migration_id: id,
+                sample,
+            }));
         }
         changes.extend(acts.into_iter().map(Change::Act));
         changes

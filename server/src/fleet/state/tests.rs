@@ -4,7 +4,7 @@ use converge_api::{HostState, LiveEvent, Migration, MigrationState, MigrationUpd
 use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleEvent, ParamValue};
 use time::OffsetDateTime;
 
-use super::{Change, FleetState, Refusal};
+use super::{Change, FleetState, HistoryWrite, Refusal};
 use crate::hypervisor::Report;
 
 const VM: &str = "11111111-2222-3333-4444-555555555555";
@@ -108,7 +108,9 @@ fn published_migration(changes: &[Change]) -> Option<&Migration> {
 }
 
 fn persisted(changes: &[Change]) -> bool {
-    changes.iter().any(|c| matches!(c, Change::Persist(_)))
+    changes
+        .iter()
+        .any(|c| matches!(c, Change::Persist(HistoryWrite::Migration(_))))
 }
 
 #[test]
