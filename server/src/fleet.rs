@@ -232,13 +232,13 @@ impl Fleet {
 /// The report's kind, for the log.
 fn report_kind(report: &Report) -> &'static str {
     match report {
-        Report::Connection { .. } => "connection",
+        Report::Connection(_) => "connection",
         Report::Domains { .. } => "domains",
-        Report::Sample { .. } => "sample",
-        Report::JobEnded { .. } => "job_ended",
+        Report::Sample(_) => "sample",
+        Report::JobEnded(_) => "job_ended",
         Report::JobCompleted { .. } => "job_completed",
         Report::Lifecycle { .. } => "lifecycle",
-        Report::MigrateReturned { .. } => "migrate_returned",
+        Report::MigrateReturned(_) => "migrate_returned",
     }
 }
 

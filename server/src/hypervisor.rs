@@ -23,18 +23,7 @@ use crate::config::{Config, HostConfig};
 #[derive(Debug)]
 pub enum Report {
     /// Connected, or the connection failed or dropped.
-    Connection {
-        /// Which host.
-        host: String,
-        /// Connected now?
-        connected: bool,
-        /// Why not, when not.
-        error: Option<String>,
-        /// The daemon's host name and libvirt version, when connected.
-        hostname: Option<String>,
-        /// The daemon's libvirt version, when connected.
-        libvirt_version: Option<String>,
-    },
+    Connection(ConnectionReport),
     /// The host's domains, listed.
     Domains {
         /// Which host.
@@ -43,33 +32,9 @@ pub enum Report {
         domains: Vec<DomainSummary>,
     },
     /// A job-statistics reading of an outgoing migration.
-    Sample {
-        /// Source host.
-        host: String,
-        /// The domain.
-        vm_uuid: String,
-        /// Its name.
-        vm_name: String,
-        /// The reading.
-        stats: JobStats,
-        /// When it was read.
-        at: OffsetDateTime,
-        /// Set when this reading was taken because a new pre-copy pass began.
-        iteration_started: Option<u32>,
-        /// The levers' values as libvirt reports them.
-        levers: Levers,
-    },
+    Sample(SampleReport),
     /// A tracked job is no longer running.
-    JobEnded {
-        /// Source host.
-        host: String,
-        /// The domain.
-        vm_uuid: String,
-        /// The last job's statistics, if libvirt kept them (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
-        completed: Option<JobStats>,
-        /// The domain no longer exists on the source (undefined after a migration).
-        domain_gone: bool,
-    },
+    JobEnded(JobEndedReport),
     /// libvirt's job-completed event, with the final statistics.
     JobCompleted {
         /// The host that sent the event.
@@ -89,29 +54,80 @@ pub enum Report {
         event: LifecycleEvent,
     },
     /// The blocking migrate call of a migration Converge started has returned.
-    MigrateReturned {
-        /// Source host.
-        host: String,
-        /// The domain.
-        vm_uuid: String,
-        /// `Err(message)` when libvirt reported failure or abort.
-        result: Result<(), String>,
-        /// The call ended because the connection to the source dropped, so the outcome
-        /// is not known from it.
-        connection_lost: bool,
-    },
+    MigrateReturned(MigrateReturnedReport),
+}
+
+/// A host's connection: up, or failed or dropped.
+#[derive(Debug)]
+pub struct ConnectionReport {
+    /// Which host.
+    pub host: String,
+    /// Connected now?
+    pub connected: bool,
+    /// Why not, when not.
+    pub error: Option<String>,
+    /// The daemon's host name, when connected.
+    pub hostname: Option<String>,
+    /// The daemon's libvirt version, when connected.
+    pub libvirt_version: Option<String>,
+}
+
+/// A job-statistics reading of an outgoing migration.
+#[derive(Debug)]
+pub struct SampleReport {
+    /// Source host.
+    pub host: String,
+    /// The domain.
+    pub vm_uuid: String,
+    /// Its name.
+    pub vm_name: String,
+    /// The reading.
+    pub stats: JobStats,
+    /// When it was read.
+    pub at: OffsetDateTime,
+    /// Set when this reading was taken because a new pre-copy pass began.
+    pub iteration_started: Option<u32>,
+    /// The levers' values as libvirt reports them.
+    pub levers: Levers,
+}
+
+/// A tracked job is no longer running.
+#[derive(Debug)]
+pub struct JobEndedReport {
+    /// Source host.
+    pub host: String,
+    /// The domain.
+    pub vm_uuid: String,
+    /// The last job's statistics, if libvirt kept them (`VIR_DOMAIN_JOB_STATS_COMPLETED`).
+    pub completed: Option<JobStats>,
+    /// The domain no longer exists on the source (undefined after a migration).
+    pub domain_gone: bool,
+}
+
+/// The blocking migrate call of a migration Converge started has returned.
+#[derive(Debug)]
+pub struct MigrateReturnedReport {
+    /// Source host.
+    pub host: String,
+    /// The domain.
+    pub vm_uuid: String,
+    /// `Err(message)` when libvirt reported failure or abort.
+    pub result: Result<(), String>,
+    /// The call ended because the connection to the source dropped, so the outcome is
+    /// not known from it.
+    pub connection_lost: bool,
 }
 
 impl Report {
     /// The VM the report is about, if it is about one.
     pub fn vm_uuid(&self) -> Option<&str> {
         match self {
-            Report::Connection { .. } | Report::Domains { .. } => None,
-            Report::Sample { vm_uuid, .. }
-            | Report::JobEnded { vm_uuid, .. }
+            Report::Connection(_) | Report::Domains { .. } => None,
+            Report::Sample(SampleReport { vm_uuid, .. })
+            | Report::JobEnded(JobEndedReport { vm_uuid, .. })
             | Report::JobCompleted { vm_uuid, .. }
             | Report::Lifecycle { vm_uuid, .. }
-            | Report::MigrateReturned { vm_uuid, .. } => Some(vm_uuid),
+            | Report::MigrateReturned(MigrateReturnedReport { vm_uuid, .. }) => Some(vm_uuid),
         }
     }
 }

@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 use super::{Fleet, FleetState};
 use crate::clock::SystemClock;
 use crate::hub::Hub;
-use crate::hypervisor::Report;
+use crate::hypervisor::{Report, SampleReport};
 
 const VM: &str = "11111111-2222-3333-4444-555555555555";
 
 /// A reading of VM's outgoing migration with `remaining` bytes left.
 fn sample(remaining: u64) -> Report {
-    Report::Sample {
+    Report::Sample(SampleReport {
         host: "a".into(),
         vm_uuid: VM.into(),
         vm_name: "web1".into(),
@@ -34,7 +34,7 @@ fn sample(remaining: u64) -> Report {
         at: OffsetDateTime::now_utc(),
         iteration_started: None,
         levers: Default::default(),
-    }
+    })
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn a_report_that_panics_is_noted_and_the_next_ones_are_applied() {
         fleet
             .clone()
             .run_with(incoming, never, |state, report, now_ms| {
-                if let Report::Sample { stats, .. } = &report
+                if let Report::Sample(SampleReport { stats, .. }) = &report
                     && stats
                         .params
                         .iter()

@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc as tokio_mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Report};
+use super::{
+    Command, ConnectionReport, JobEndedReport, MigrateReturnedReport, Report, SampleReport,
+};
 use crate::config::HostConfig;
 
 /// First wait before reconnecting; doubles up to the configured maximum.
@@ -154,13 +156,13 @@ impl Worker {
         let hostname = conn.hostname().ok();
         let libvirt_version = conn.libvirt_version().ok();
         tracing::info!(host = %self.config.name, uri = %self.config.uri, ?libvirt_version, "connected to host");
-        self.report(Report::Connection {
+        self.report(Report::Connection(ConnectionReport {
             host: self.config.name.clone(),
             connected: true,
             error: None,
             hostname,
             libvirt_version,
-        });
+        }));
         Ok((conn, subscription))
     }
 
@@ -507,22 +509,22 @@ impl Worker {
             // connection finds out how it really ended.
             self.tracked.remove(&vm_uuid);
         }
-        self.report(Report::MigrateReturned {
+        self.report(Report::MigrateReturned(MigrateReturnedReport {
             host: self.config.name.clone(),
             vm_uuid,
             result: result.map_err(|err| err.to_string()),
             connection_lost: lost,
-        });
+        }));
     }
 
     fn job_ended(&mut self, uuid: &str, completed: Option<JobStats>, domain_gone: bool) {
         self.tracked.remove(uuid);
-        self.report(Report::JobEnded {
+        self.report(Report::JobEnded(JobEndedReport {
             host: self.config.name.clone(),
             vm_uuid: uuid.to_owned(),
             completed,
             domain_gone,
-        });
+        }));
     }
 
     fn report_sample(
@@ -533,7 +535,7 @@ impl Worker {
         iteration_started: Option<u32>,
         levers: Levers,
     ) {
-        self.report(Report::Sample {
+        self.report(Report::Sample(SampleReport {
             host: self.config.name.clone(),
             vm_uuid: uuid.to_owned(),
             vm_name: name.to_owned(),
@@ -541,17 +543,17 @@ impl Worker {
             at: OffsetDateTime::now_utc(),
             iteration_started,
             levers,
-        });
+        }));
     }
 
     fn report_down(&self, error: String) {
-        self.report(Report::Connection {
+        self.report(Report::Connection(ConnectionReport {
             host: self.config.name.clone(),
             connected: false,
             error: Some(error),
             hostname: None,
             libvirt_version: None,
-        });
+        }));
     }
 
     fn report(&self, report: Report) {

@@ -2,14 +2,14 @@
 //! history lands on disk before `serve` returns.
 
 use converge_libvirt::{JobKind, JobStats, ParamValue};
-use converge_server::hypervisor::Report;
+use converge_server::hypervisor::{Report, SampleReport};
 use time::OffsetDateTime;
 
 use crate::support::{LiveServer, TestApp};
 
 /// A first reading of an outgoing migration of VM number `n`, found on host `a`.
 fn first_sample(n: u32) -> Report {
-    Report::Sample {
+    Report::Sample(SampleReport {
         host: "a".into(),
         vm_uuid: format!("00000000-0000-0000-0000-{n:012}"),
         vm_name: format!("vm{n}"),
@@ -28,7 +28,7 @@ fn first_sample(n: u32) -> Report {
         at: OffsetDateTime::now_utc(),
         iteration_started: None,
         levers: Default::default(),
-    }
+    })
 }
 
 #[tokio::test]

@@ -1,42 +1,21 @@
 //! Host workers' reports: connection state, VM lists, and how jobs end.
 
 use converge_api::{HostState, HostUpdate, LiveEvent, MigrationState, VmsUpdate};
-use converge_libvirt::{DomainSummary, JobKind, JobStats, LifecycleEvent};
+use converge_libvirt::{DomainSummary, JobKind, LifecycleEvent};
 
 use super::{Change, FleetState, SUSPENDED_POSTCOPY};
 use crate::fleet::record::MigrationRecord;
-use crate::hypervisor::{Report, final_stats};
+use crate::hypervisor::{
+    ConnectionReport, JobEndedReport, MigrateReturnedReport, Report, final_stats,
+};
 
 impl FleetState {
     /// Applies a host worker's report.
     pub fn apply(&mut self, report: Report, now_ms: i64) -> Vec<Change> {
         match report {
-            Report::Connection {
-                host,
-                connected,
-                error,
-                hostname,
-                libvirt_version,
-            } => self.connection(&host, connected, error, hostname, libvirt_version, now_ms),
+            Report::Connection(report) => self.connection(report, now_ms),
             Report::Domains { host, domains } => self.domains(&host, domains),
-            Report::Sample {
-                host,
-                vm_uuid,
-                vm_name,
-                stats,
-                at,
-                iteration_started,
-                levers,
-            } => self.sample(
-                &host,
-                &vm_uuid,
-                &vm_name,
-                &stats,
-                at,
-                iteration_started,
-                levers,
-                now_ms,
-            ),
+            Report::Sample(report) => self.sample(report, now_ms),
             Report::JobCompleted {
                 host,
                 vm_uuid,
@@ -50,18 +29,8 @@ impl FleetState {
                 }
                 self.finish(&id, MigrationState::Completed, None, now_ms)
             }
-            Report::JobEnded {
-                host,
-                vm_uuid,
-                completed,
-                domain_gone,
-            } => self.job_ended(&host, &vm_uuid, completed, domain_gone, now_ms),
-            Report::MigrateReturned {
-                host,
-                vm_uuid,
-                result,
-                connection_lost,
-            } => self.migrate_returned(&host, &vm_uuid, result, connection_lost, now_ms),
+            Report::JobEnded(report) => self.job_ended(report, now_ms),
+            Report::MigrateReturned(report) => self.migrate_returned(report, now_ms),
             Report::Lifecycle {
                 host,
                 vm_uuid,
@@ -103,16 +72,15 @@ impl FleetState {
         self.changed(&id, None, true)
     }
 
-    fn connection(
-        &mut self,
-        host: &str,
-        connected: bool,
-        error: Option<String>,
-        hostname: Option<String>,
-        libvirt_version: Option<String>,
-        now_ms: i64,
-    ) -> Vec<Change> {
-        let Some(entry) = self.hosts.get_mut(host) else {
+    fn connection(&mut self, report: ConnectionReport, now_ms: i64) -> Vec<Change> {
+        let ConnectionReport {
+            host,
+            connected,
+            error,
+            hostname,
+            libvirt_version,
+        } = report;
+        let Some(entry) = self.hosts.get_mut(&host) else {
             return Vec::new();
         };
         let state = if connected {
@@ -164,14 +132,14 @@ impl FleetState {
         ]
     }
 
-    fn job_ended(
-        &mut self,
-        host: &str,
-        vm_uuid: &str,
-        completed: Option<JobStats>,
-        domain_gone: bool,
-        now_ms: i64,
-    ) -> Vec<Change> {
+    fn job_ended(&mut self, report: JobEndedReport, now_ms: i64) -> Vec<Change> {
+        let JobEndedReport {
+            host,
+            vm_uuid,
+            completed,
+            domain_gone,
+        } = report;
+        let (host, vm_uuid) = (host.as_str(), vm_uuid.as_str());
         // A migration from before a restart that ended while the server was down.
         if let Some(orphan) = self.orphans.remove(vm_uuid) {
             let id = orphan.id.clone();
@@ -214,14 +182,14 @@ impl FleetState {
         self.finish(&id, state, error, now_ms)
     }
 
-    fn migrate_returned(
-        &mut self,
-        host: &str,
-        vm_uuid: &str,
-        result: Result<(), String>,
-        connection_lost: bool,
-        now_ms: i64,
-    ) -> Vec<Change> {
+    fn migrate_returned(&mut self, report: MigrateReturnedReport, now_ms: i64) -> Vec<Change> {
+        let MigrateReturnedReport {
+            host,
+            vm_uuid,
+            result,
+            connection_lost,
+        } = report;
+        let (host, vm_uuid) = (host.as_str(), vm_uuid.as_str());
         let Some(id) = self.latest_from(host, vm_uuid) else {
             return Vec::new();
         };

@@ -1,29 +1,27 @@
 //! A job-statistics reading: the sample, the history to store, and the policy's turn.
 
 use converge_api::{LeverChange, Levers, LiveEvent, MigrationState, TimeoutAction};
-use converge_libvirt::JobStats;
-use time::OffsetDateTime;
 
 use super::{Change, FleetState, HistoryWrite};
 use crate::fleet::record::MigrationRecord;
 use crate::fleet::{Act, ActKind};
-use crate::hypervisor::{raw_fields, sample_from};
+use crate::hypervisor::{SampleReport, raw_fields, sample_from};
 use crate::policy::{self, Decision, PolicyInput};
 
 impl FleetState {
     /// Applies a reading of `vm_uuid`'s outgoing migration from `host`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn sample(
-        &mut self,
-        host: &str,
-        vm_uuid: &str,
-        vm_name: &str,
-        stats: &JobStats,
-        at: OffsetDateTime,
-        iteration_started: Option<u32>,
-        levers: Levers,
-        now_ms: i64,
-    ) -> Vec<Change> {
+    pub(super) fn sample(&mut self, report: SampleReport, now_ms: i64) -> Vec<Change> {
+        let SampleReport {
+            host,
+            vm_uuid,
+            vm_name,
+            stats,
+            at,
+            iteration_started,
+            levers,
+        } = report;
+        let (host, vm_uuid, vm_name, stats) = (&*host, &*vm_uuid, &*vm_name, &stats);
         let Some((id, found_now)) = self.ensure_record(host, vm_uuid, vm_name, stats, now_ms)
         else {
             return Vec::new();

@@ -5,7 +5,9 @@ use converge_libvirt::{DomainState, DomainSummary, JobKind, JobStats, LifecycleE
 use time::OffsetDateTime;
 
 use super::{Change, FleetState, HistoryWrite, Refusal};
-use crate::hypervisor::Report;
+use crate::hypervisor::{
+    ConnectionReport, JobEndedReport, MigrateReturnedReport, Report, SampleReport,
+};
 
 const VM: &str = "11111111-2222-3333-4444-555555555555";
 
@@ -22,13 +24,13 @@ fn domain(state: DomainState) -> DomainSummary {
 
 fn connected(fleet: &mut FleetState, host: &str) {
     fleet.apply(
-        Report::Connection {
+        Report::Connection(ConnectionReport {
             host: host.into(),
             connected: true,
             error: None,
             hostname: Some(host.into()),
             libvirt_version: Some("11.3.0".into()),
-        },
+        }),
         0,
     );
 }
@@ -64,7 +66,7 @@ fn sample(iteration: Option<u32>, remaining: u64) -> Report {
 
 /// A reading during pass `pass`; `announced` when read at the pass's iteration event.
 fn sample_at(pass: u32, announced: bool, remaining: u64) -> Report {
-    Report::Sample {
+    Report::Sample(SampleReport {
         host: "a".into(),
         vm_uuid: VM.into(),
         vm_name: "web1".into(),
@@ -83,7 +85,7 @@ fn sample_at(pass: u32, announced: bool, remaining: u64) -> Report {
             downtime_limit_ms: Some(300),
             ..Default::default()
         },
-    }
+    })
 }
 
 fn migration(id: &str) -> Migration {
@@ -130,13 +132,13 @@ fn a_start_is_checked_against_the_fleet() {
     assert_eq!((plan.source.as_str(), plan.vm_name.as_str()), ("a", "web1"));
 
     f.apply(
-        Report::Connection {
+        Report::Connection(ConnectionReport {
             host: "b".into(),
             connected: false,
             error: Some("gone".into()),
             hostname: None,
             libvirt_version: None,
-        },
+        }),
         5,
     );
     assert!(matches!(f.plan_start(VM, "b"), Err(Refusal::Conflict(_))));
@@ -178,23 +180,23 @@ fn samples_run_a_started_migration_and_the_call_completes_it() {
 
     // While the call is in flight, a "no job" reading does not end it.
     let changes = f.apply(
-        Report::JobEnded {
+        Report::JobEnded(JobEndedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             completed: None,
             domain_gone: true,
-        },
+        }),
         700,
     );
     assert!(changes.is_empty());
 
     let changes = f.apply(
-        Report::MigrateReturned {
+        Report::MigrateReturned(MigrateReturnedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             result: Ok(()),
             connection_lost: false,
-        },
+        }),
         800,
     );
     let m = published_migration(&changes).unwrap();
@@ -226,12 +228,12 @@ fn an_abort_request_turns_a_failed_call_into_aborted() {
     f.begin(migration("m1")).unwrap();
     assert_eq!(f.request_abort("m1").unwrap(), ("a".into(), VM.into()));
     let changes = f.apply(
-        Report::MigrateReturned {
+        Report::MigrateReturned(MigrateReturnedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             result: Err("operation aborted: canceled by client".into()),
             connection_lost: false,
-        },
+        }),
         50,
     );
     assert_eq!(
@@ -249,12 +251,12 @@ fn a_failed_call_without_abort_is_a_failure_with_libvirts_reason() {
     let mut f = fleet();
     f.begin(migration("m1")).unwrap();
     let changes = f.apply(
-        Report::MigrateReturned {
+        Report::MigrateReturned(MigrateReturnedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             result: Err("unable to connect to server".into()),
             connection_lost: false,
-        },
+        }),
         50,
     );
     let m = published_migration(&changes).unwrap();
@@ -268,12 +270,12 @@ fn a_lost_connection_leaves_the_outcome_to_the_job_itself() {
     f.begin(migration("m1")).unwrap();
     f.apply(sample(Some(1), 900), 100);
     let changes = f.apply(
-        Report::MigrateReturned {
+        Report::MigrateReturned(MigrateReturnedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             result: Err("End of file while reading data".into()),
             connection_lost: true,
-        },
+        }),
         200,
     );
     assert!(changes.is_empty());
@@ -281,12 +283,12 @@ fn a_lost_connection_leaves_the_outcome_to_the_job_itself() {
     // After reconnecting, libvirt says the last job was cancelled (the daemon restart
     // cancelled it).
     let changes = f.apply(
-        Report::JobEnded {
+        Report::JobEnded(JobEndedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             completed: Some(stats(JobKind::Cancelled, &[])),
             domain_gone: false,
-        },
+        }),
         300,
     );
     assert_eq!(
@@ -339,12 +341,12 @@ fn a_restored_migration_that_ended_meanwhile_is_closed_from_libvirts_record() {
     old.state = MigrationState::Running;
     f.restore(vec![old]);
     let changes = f.apply(
-        Report::JobEnded {
+        Report::JobEnded(JobEndedReport {
             host: "a".into(),
             vm_uuid: VM.into(),
             completed: Some(stats(JobKind::Completed, &[("downtime", 12)])),
             domain_gone: false,
-        },
+        }),
         30_000,
     );
     let m = published_migration(&changes).unwrap();
@@ -582,7 +584,7 @@ mod hostile_numbers {
                     .zip(values)
                     .map(|(n, v)| ((*n).to_owned(), ParamValue::ULLong(v)))
                     .collect();
-                let report = Report::Sample {
+                let report = Report::Sample(SampleReport {
                     host: "a".into(),
                     vm_uuid: VM.into(),
                     vm_name: "web1".into(),
@@ -594,7 +596,7 @@ mod hostile_numbers {
                         bandwidth_mib_s: limit,
                         ..Default::default()
                     },
-                };
+                });
                 let changes = fleet.apply(report, i as i64 * 500);
                 for change in &changes {
                     if let Change::Publish(event) = change {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use converge_e2e::client::Client;
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_libvirt::{JobKind, JobStats, ParamValue};
-use converge_server::hypervisor::Report;
+use converge_server::hypervisor::{Report, SampleReport};
 use converge_testkit::SseReader;
 
 const HOST: &str = r#"
@@ -117,7 +117,7 @@ fn reading(tick: u64) -> Report {
         ("memory_iteration", 4),
         ("downtime", 4000),
     ];
-    Report::Sample {
+    Report::Sample(SampleReport {
         host: "sim".into(),
         vm_uuid: "00000000-0000-4000-8000-000000000001".into(),
         vm_name: "bench".into(),
@@ -134,5 +134,5 @@ fn reading(tick: u64) -> Report {
             downtime_limit_ms: Some(300),
             ..Default::default()
         },
-    }
+    })
 }
