@@ -43,6 +43,7 @@ mod fleet;
 mod forecast;
 mod kiosk;
 mod migration;
+pub mod paths;
 mod settings;
 mod tenant;
 

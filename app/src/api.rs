@@ -10,7 +10,7 @@ use converge_api::{
     LeverResult, LoginRequest, Me, Migration, MigrationDetail, NewKioskToken, Preset,
     StartMigration, TenantVm, TenantVmDetail, Vm,
 };
-use converge_api::{LiveEvent, names};
+use converge_api::{LiveEvent, names, paths};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -45,96 +45,89 @@ impl fmt::Display for ApiError {
 
 /// `GET /api/me`: who the session belongs to.
 pub async fn me() -> Result<Me, ApiError> {
-    json(request("GET", "/api/me", None).await?)
+    json(request("GET", paths::ME, None).await?)
 }
 
 /// `POST /api/login`.
 pub async fn login(username: String, password: String) -> Result<Me, ApiError> {
     let body = LoginRequest { username, password };
-    json(request("POST", "/api/login", Some(to_json(&body)?)).await?)
+    json(request("POST", paths::LOGIN, Some(to_json(&body)?)).await?)
 }
 
 /// `POST /api/logout`.
 pub async fn logout() -> Result<(), ApiError> {
-    request("POST", "/api/logout", None).await.map(drop)
+    request("POST", paths::LOGOUT, None).await.map(drop)
 }
 
 /// `GET /api/hosts`.
 pub async fn hosts() -> Result<Vec<Host>, ApiError> {
-    json(request("GET", "/api/hosts", None).await?)
+    json(request("GET", paths::HOSTS, None).await?)
 }
 
 /// `GET /api/vms`.
 pub async fn vms() -> Result<Vec<Vm>, ApiError> {
-    json(request("GET", "/api/vms", None).await?)
+    json(request("GET", paths::VMS, None).await?)
 }
 
 /// `GET /api/migrations`.
 pub async fn migrations() -> Result<Vec<Migration>, ApiError> {
-    json(request("GET", "/api/migrations", None).await?)
+    json(request("GET", paths::MIGRATIONS, None).await?)
 }
 
 /// `GET /api/migrations/{id}`: one migration with its series.
 pub async fn migration(id: &str) -> Result<MigrationDetail, ApiError> {
-    json(request("GET", &format!("/api/migrations/{id}"), None).await?)
+    json(request("GET", &paths::migration(id), None).await?)
 }
 
 /// `POST /api/migrations`.
 pub async fn start_migration(body: &StartMigration) -> Result<Migration, ApiError> {
-    json(request("POST", "/api/migrations", Some(to_json(body)?)).await?)
+    json(request("POST", paths::MIGRATIONS, Some(to_json(body)?)).await?)
 }
 
 /// `PATCH /api/migrations/{id}`: move one lever.
 pub async fn lever(id: &str, change: &LeverChange) -> Result<LeverResult, ApiError> {
-    json(
-        request(
-            "PATCH",
-            &format!("/api/migrations/{id}"),
-            Some(to_json(change)?),
-        )
-        .await?,
-    )
+    json(request("PATCH", &paths::migration(id), Some(to_json(change)?)).await?)
 }
 
 /// `GET /api/presets`.
 pub async fn presets() -> Result<Vec<Preset>, ApiError> {
-    json(request("GET", "/api/presets", None).await?)
+    json(request("GET", paths::PRESETS, None).await?)
 }
 
 /// `GET /api/history`: past migrations, newest first.
 pub async fn history() -> Result<Vec<Migration>, ApiError> {
-    json(request("GET", "/api/history?limit=200", None).await?)
+    json(request("GET", &[paths::HISTORY, "?limit=200"].concat(), None).await?)
 }
 
 /// `GET /api/audit`: the audit log, newest first.
 pub async fn audit() -> Result<Vec<AuditEntry>, ApiError> {
-    json(request("GET", "/api/audit?limit=500", None).await?)
+    json(request("GET", &[paths::AUDIT, "?limit=500"].concat(), None).await?)
 }
 
 /// `POST /api/migrations/{id}/abort`.
 pub async fn abort_migration(id: &str) -> Result<Migration, ApiError> {
-    json(request("POST", &format!("/api/migrations/{id}/abort"), None).await?)
+    json(request("POST", &paths::migration_abort(id), None).await?)
 }
 
 /// `GET /api/tenant/vms`: a tenant's own VMs.
 pub async fn tenant_vms() -> Result<Vec<TenantVm>, ApiError> {
-    json(request("GET", "/api/tenant/vms", None).await?)
+    json(request("GET", paths::TENANT_VMS, None).await?)
 }
 
 /// `GET /api/tenant/vms/{uuid}`: one of a tenant's VMs with its past moves.
 pub async fn tenant_vm(uuid: &str) -> Result<TenantVmDetail, ApiError> {
-    json(request("GET", &format!("/api/tenant/vms/{uuid}"), None).await?)
+    json(request("GET", &paths::tenant_vm(uuid), None).await?)
 }
 
 /// `POST /api/kiosk/session`: a wall screen signs in with its token.
 pub async fn kiosk_sign_in(token: String) -> Result<Me, ApiError> {
     let body = KioskSignIn { token };
-    json(request("POST", "/api/kiosk/session", Some(to_json(&body)?)).await?)
+    json(request("POST", paths::KIOSK_SESSION, Some(to_json(&body)?)).await?)
 }
 
 /// `GET /api/kiosk-tokens`.
 pub async fn kiosk_tokens() -> Result<Vec<KioskToken>, ApiError> {
-    json(request("GET", "/api/kiosk-tokens", None).await?)
+    json(request("GET", paths::KIOSK_TOKENS, None).await?)
 }
 
 /// `POST /api/kiosk-tokens`: a new token, its secret shown this once.
@@ -144,12 +137,12 @@ pub async fn create_kiosk_token(label: String) -> Result<CreatedKioskToken, ApiE
         label,
         expires_in_days: None,
     };
-    json(request("POST", "/api/kiosk-tokens", Some(to_json(&body)?)).await?)
+    json(request("POST", paths::KIOSK_TOKENS, Some(to_json(&body)?)).await?)
 }
 
 /// `DELETE /api/kiosk-tokens/{id}`.
 pub async fn revoke_kiosk_token(id: i64) -> Result<(), ApiError> {
-    request("DELETE", &format!("/api/kiosk-tokens/{id}"), None)
+    request("DELETE", &paths::kiosk_token(id), None)
         .await
         .map(drop)
 }
@@ -241,7 +234,7 @@ impl EventStream {
         on_event: impl Fn(LiveEvent) + 'static,
         on_state: impl Fn(StreamState) + 'static,
     ) -> Result<Self, ApiError> {
-        let source = web_sys::EventSource::new("/api/events").map_err(js_error)?;
+        let source = web_sys::EventSource::new(paths::EVENTS).map_err(js_error)?;
         let on_event = std::rc::Rc::new(on_event);
         let on_state = std::rc::Rc::new(on_state);
         let mut listeners = Vec::new();

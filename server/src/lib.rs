@@ -48,7 +48,7 @@ pub fn router(state: AppState) -> Router {
     let session = &state.config.session;
     let sessions = SessionManagerLayer::new(state.sessions.clone())
         .with_name(session.cookie_name.clone())
-        .with_path("/api")
+        .with_path(converge_api::paths::PREFIX)
         .with_http_only(true)
         .with_same_site(SameSite::Strict)
         .with_secure(session.secure_cookie)
@@ -75,7 +75,7 @@ pub fn router(state: AppState) -> Router {
     let policy = std::sync::Arc::new(http::hardening::Policy::new(dist.join("index.html")));
     let hosts = http::hardening::AllowedHosts::from_config(&state.config.server);
     Router::new()
-        .nest("/api", api)
+        .nest(converge_api::paths::PREFIX, api)
         .fallback_service(http::web::service(&dist))
         // Before anything else: a request for another host name (DNS rebinding) gets
         // neither a file nor an API answer.

@@ -8,6 +8,7 @@
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
+use converge_api::paths;
 
 use super::state::AppState;
 use super::{audit, auth, events, health, hosts, kiosk, migrations, tenant};
@@ -22,16 +23,19 @@ pub struct Route {
 }
 
 macro_rules! routes {
-    ($($method:ident $path:literal => $handler:path;)*) => {
+    ($($method:ident $path:ident => $handler:path;)*) => {
         /// Every `/api` route the server answers.
         pub const ROUTES: &[Route] = &[
-            $(Route { method: method_name(stringify!($method)), path: $path },)*
+            $(Route {
+                method: method_name(stringify!($method)),
+                path: paths::under_prefix(paths::$path),
+            },)*
         ];
 
         /// The `/api` router, built from the same table.
         pub(crate) fn api() -> Router<AppState> {
             Router::new()
-                $(.route($path, $method($handler)))*
+                $(.route(paths::under_prefix(paths::$path), $method($handler)))*
         }
     };
 }
@@ -51,28 +55,29 @@ const fn method_name(routing_fn: &'static str) -> &'static str {
     }
 }
 
+// The paths are `converge_api::paths`, which the dashboard requests too.
 routes! {
-    get "/health" => health::health;
-    post "/login" => auth::login;
-    post "/logout" => auth::logout;
-    get "/me" => auth::me;
-    get "/events" => events::events;
-    get "/hosts" => hosts::hosts;
-    get "/vms" => hosts::vms;
-    get "/migrations" => migrations::list;
-    post "/migrations" => migrations::start;
-    get "/migrations/{id}" => migrations::detail;
-    patch "/migrations/{id}" => migrations::lever;
-    post "/migrations/{id}/abort" => migrations::abort;
-    get "/history" => migrations::history;
-    get "/presets" => migrations::list_presets;
-    get "/audit" => audit::list_entries;
-    get "/kiosk-tokens" => kiosk::list;
-    post "/kiosk-tokens" => kiosk::create;
-    delete "/kiosk-tokens/{id}" => kiosk::revoke;
-    post "/kiosk/session" => kiosk::sign_in;
-    get "/tenant/vms" => tenant::list;
-    get "/tenant/vms/{uuid}" => tenant::detail;
+    get HEALTH => health::health;
+    post LOGIN => auth::login;
+    post LOGOUT => auth::logout;
+    get ME => auth::me;
+    get EVENTS => events::events;
+    get HOSTS => hosts::hosts;
+    get VMS => hosts::vms;
+    get MIGRATIONS => migrations::list;
+    post MIGRATIONS => migrations::start;
+    get MIGRATION => migrations::detail;
+    patch MIGRATION => migrations::lever;
+    post MIGRATION_ABORT => migrations::abort;
+    get HISTORY => migrations::history;
+    get PRESETS => migrations::list_presets;
+    get AUDIT => audit::list_entries;
+    get KIOSK_TOKENS => kiosk::list;
+    post KIOSK_TOKENS => kiosk::create;
+    delete KIOSK_TOKEN => kiosk::revoke;
+    post KIOSK_SESSION => kiosk::sign_in;
+    get TENANT_VMS => tenant::list;
+    get TENANT_VM => tenant::detail;
 }
 
 #[cfg(test)]

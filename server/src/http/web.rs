@@ -43,7 +43,11 @@ pub(crate) fn service(dist: &Path) -> StaticService {
             let path = request.uri().path().to_owned();
             // `/api/` (and anything under it the API router did not take, whatever the
             // method) is an API path, not a file or a client-side route.
-            if path == "/api" || path.starts_with("/api/") {
+            let prefix = converge_api::paths::PREFIX;
+            if path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            {
                 return Ok(ApiError::NotFound("no such API route".into()).into_response());
             }
             let immutable = is_hashed_asset(&path);
