@@ -34,19 +34,14 @@ impl fmt::Debug for LoginRequest {
 
 /// What a signed-in user may do; the server enforces it, the dashboard only mirrors it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Role {
     /// Everything an operator may do, plus kiosk tokens and the audit log.
-    #[cfg_attr(feature = "mini", serde(rename = "admin"))]
     Admin,
     /// Every host, VM and migration; starts, steers and aborts migrations.
-    #[cfg_attr(feature = "mini", serde(rename = "operator"))]
     Operator,
     /// Read-only status of the VMs of the user's own projects.
-    #[cfg_attr(feature = "mini", serde(rename = "tenant"))]
     Tenant,
     /// Read-only wall board of every live migration.
-    #[cfg_attr(feature = "mini", serde(rename = "kiosk"))]
     Kiosk,
 }
 

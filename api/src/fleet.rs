@@ -4,16 +4,12 @@ use serde::{Deserialize, Serialize};
 
 /// Whether Converge can talk to a host's libvirt daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum HostState {
     /// Opening the first connection.
-    #[cfg_attr(feature = "mini", serde(rename = "connecting"))]
     Connecting,
     /// Connected; its VMs and migrations are live.
-    #[cfg_attr(feature = "mini", serde(rename = "connected"))]
     Connected,
     /// The connection failed or dropped; Converge retries with backoff.
-    #[cfg_attr(feature = "mini", serde(rename = "disconnected"))]
     Disconnected,
 }
 
@@ -45,22 +41,16 @@ pub struct Host {
 
 /// A VM's run state as the fleet page shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum VmState {
     /// Running.
-    #[cfg_attr(feature = "mini", serde(rename = "running"))]
     Running,
     /// Paused.
-    #[cfg_attr(feature = "mini", serde(rename = "paused"))]
     Paused,
     /// The receiving side of a migration (paused until switchover).
-    #[cfg_attr(feature = "mini", serde(rename = "incoming"))]
     Incoming,
     /// Shut off.
-    #[cfg_attr(feature = "mini", serde(rename = "shutoff"))]
     Shutoff,
     /// Crashed, shutting down, or another state.
-    #[cfg_attr(feature = "mini", serde(rename = "other"))]
     Other,
 }
 

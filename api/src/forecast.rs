@@ -6,31 +6,22 @@ use crate::migration::LeverChange;
 
 /// Where a migration is heading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Verdict {
     /// Each pass leaves less to send; it will switch over.
-    #[cfg_attr(feature = "mini", serde(rename = "converging"))]
     Converging,
     /// The dirty set has stopped shrinking, but something (the throttle) may still help.
-    #[cfg_attr(feature = "mini", serde(rename = "stalled"))]
     Stalled,
     /// The guest dirties memory as fast as the link carries it: pre-copy alone never ends.
-    #[cfg_attr(feature = "mini", serde(rename = "will_not_converge"))]
     WillNotConverge,
     /// What remains fits in the downtime limit: switchover is imminent.
-    #[cfg_attr(feature = "mini", serde(rename = "switching_over"))]
     SwitchingOver,
     /// Running on the destination, fetching the last pages.
-    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
     /// Done.
-    #[cfg_attr(feature = "mini", serde(rename = "completed"))]
     Completed,
     /// Failed; the VM runs on the source.
-    #[cfg_attr(feature = "mini", serde(rename = "failed"))]
     Failed,
     /// Aborted; the VM runs on the source.
-    #[cfg_attr(feature = "mini", serde(rename = "aborted"))]
     Aborted,
 }
 
@@ -47,19 +38,14 @@ wire_names!(Verdict {
 
 /// Which lever an advice moves (a flat form the dashboard can decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum LeverKind {
     /// The downtime limit, ms.
-    #[cfg_attr(feature = "mini", serde(rename = "downtime_limit"))]
     DowntimeLimit,
     /// The bandwidth limit, MiB/s.
-    #[cfg_attr(feature = "mini", serde(rename = "bandwidth"))]
     Bandwidth,
     /// The xbzrle cache, bytes.
-    #[cfg_attr(feature = "mini", serde(rename = "xbzrle_cache"))]
     XbzrleCache,
     /// Switch to post-copy.
-    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
 }
 

@@ -6,10 +6,15 @@
 
 /// Serializes a unit-only enum as one of fixed names and reads it back with one small
 /// `match`: serde's derived visitor costs about 1 KB of wasm per enum, and the dashboard
-/// decodes several.
+/// decodes several. The one list of names serves serde (the server) and, with the `mini`
+/// feature, miniserde (the dashboard).
 macro_rules! wire_names {
     ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
         impl $ty {
+            /// Every variant, for the tests that check both encoders agree.
+            #[cfg(test)]
+            pub(crate) const WIRE_ALL: &[$ty] = &[$($ty::$variant),+];
+
             /// The name on the wire and in configuration.
             pub fn wire_name(self) -> &'static str {
                 match self {
@@ -31,6 +36,30 @@ macro_rules! wire_names {
                     $($name => Ok($ty::$variant),)+
                     other => Err(serde::de::Error::unknown_variant(other, &[$($name),+])),
                 }
+            }
+        }
+
+        #[cfg(feature = "mini")]
+        impl miniserde::Serialize for $ty {
+            fn begin(&self) -> miniserde::ser::Fragment<'_> {
+                miniserde::ser::Fragment::Str(std::borrow::Cow::Borrowed(self.wire_name()))
+            }
+        }
+
+        #[cfg(feature = "mini")]
+        impl miniserde::Deserialize for $ty {
+            fn begin(out: &mut Option<Self>) -> &mut dyn miniserde::de::Visitor {
+                miniserde::make_place!(Place);
+                impl miniserde::de::Visitor for Place<$ty> {
+                    fn string(&mut self, name: &str) -> miniserde::Result<()> {
+                        self.out = Some(match name {
+                            $($name => $ty::$variant,)+
+                            _ => return Err(miniserde::Error),
+                        });
+                        Ok(())
+                    }
+                }
+                Place::new(out)
             }
         }
     };
@@ -64,3 +93,38 @@ pub use settings::{
     TimeoutAction, lint, refusal,
 };
 pub use tenant::{TenantMove, TenantVm, TenantVmDetail};
+
+#[cfg(all(test, feature = "mini"))]
+mod wire_name_tests {
+    use super::*;
+
+    /// Every variant encodes to the same JSON under serde and miniserde, and each reads
+    /// back what the other wrote.
+    fn both_encoders_agree<T>(all: &[T])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+        T: miniserde::Serialize + miniserde::Deserialize,
+    {
+        for &value in all {
+            let by_serde = serde_json::to_string(&value).unwrap();
+            let by_mini = miniserde::json::to_string(&value);
+            assert_eq!(by_serde, by_mini, "{value:?}");
+            assert_eq!(miniserde::json::from_str::<T>(&by_serde).unwrap(), value);
+            assert_eq!(serde_json::from_str::<T>(&by_mini).unwrap(), value);
+        }
+        assert!(miniserde::json::from_str::<T>("\"no such name\"").is_err());
+    }
+
+    #[test]
+    fn every_wire_name_is_read_and_written_alike_by_server_and_dashboard() {
+        both_encoders_agree(Role::WIRE_ALL);
+        both_encoders_agree(HostState::WIRE_ALL);
+        both_encoders_agree(VmState::WIRE_ALL);
+        both_encoders_agree(Verdict::WIRE_ALL);
+        both_encoders_agree(LeverKind::WIRE_ALL);
+        both_encoders_agree(MigrationState::WIRE_ALL);
+        both_encoders_agree(TimeoutAction::WIRE_ALL);
+        both_encoders_agree(Growth::WIRE_ALL);
+        both_encoders_agree(Severity::WIRE_ALL);
+    }
+}

@@ -6,28 +6,20 @@ use crate::settings::{MigrationSettings, TimeoutAction};
 
 /// Where a migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum MigrationState {
     /// Requested; libvirt has not reported a job yet.
-    #[cfg_attr(feature = "mini", serde(rename = "starting"))]
     Starting,
     /// Pre-copy passes are running.
-    #[cfg_attr(feature = "mini", serde(rename = "running"))]
     Running,
     /// Switched to post-copy: the guest runs on the destination, pages follow on demand.
-    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
     /// The VM runs on the destination.
-    #[cfg_attr(feature = "mini", serde(rename = "completed"))]
     Completed,
     /// libvirt or QEMU gave up; the VM keeps running on the source.
-    #[cfg_attr(feature = "mini", serde(rename = "failed"))]
     Failed,
     /// Aborted on request; the VM keeps running on the source.
-    #[cfg_attr(feature = "mini", serde(rename = "aborted"))]
     Aborted,
     /// Ended while Converge was not watching, and the outcome could not be read back.
-    #[cfg_attr(feature = "mini", serde(rename = "unknown"))]
     Unknown,
 }
 

@@ -33,18 +33,14 @@ pub struct AutoConverge {
 
 /// What the deadline does when it fires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum TimeoutAction {
     /// Abort: the VM keeps running on the source.
     #[default]
-    #[cfg_attr(feature = "mini", serde(rename = "abort"))]
     Abort,
     /// Switch to post-copy (needs post-copy allowed at start): always completes, the
     /// guest slows on page faults until the last page arrives.
-    #[cfg_attr(feature = "mini", serde(rename = "post_copy"))]
     PostCopy,
     /// Pause the guest so the last pass completes; it resumes on the destination.
-    #[cfg_attr(feature = "mini", serde(rename = "pause"))]
     Pause,
 }
 
@@ -73,13 +69,10 @@ pub struct Deadline {
 
 /// How the downtime limit grows while the migration does not converge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Growth {
     /// In equal steps from the first to the last value.
-    #[cfg_attr(feature = "mini", serde(rename = "linear"))]
     Linear,
     /// Doubling at each step, up to the last value.
-    #[cfg_attr(feature = "mini", serde(rename = "double"))]
     Double,
 }
 
@@ -147,13 +140,10 @@ pub struct Preset {
 
 /// How bad a lint finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub enum Severity {
     /// The server refuses to start with this.
-    #[cfg_attr(feature = "mini", serde(rename = "refused"))]
     Refused,
     /// Allowed, but know the cost.
-    #[cfg_attr(feature = "mini", serde(rename = "warning"))]
     Warning,
 }
 
