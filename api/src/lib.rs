@@ -95,6 +95,7 @@ pub use settings::{
 pub use tenant::{TenantMove, TenantVm, TenantVmDetail};
 
 #[cfg(all(test, feature = "mini"))]
+#[allow(clippy::unwrap_used)]
 mod wire_name_tests {
     use super::*;
 
