@@ -12,7 +12,7 @@ macro_rules! wire_names {
     ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
         impl $ty {
             /// Every variant, for the tests that check both encoders agree.
-            #[cfg(test)]
+            #[cfg(all(test, feature = "mini"))]
             pub(crate) const WIRE_ALL: &[$ty] = &[$($ty::$variant),+];
 
             /// The name on the wire and in configuration.

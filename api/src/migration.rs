@@ -184,6 +184,10 @@ pub struct Migration {
     pub started_by: Option<String>,
     /// The preset it was started from.
     pub preset: Option<String>,
+    /// The settings the start request changed from the preset's, as dotted paths
+    /// (`deadline.stall_s`); empty when it kept the preset as it is, `None` when Converge
+    /// did not start it.
+    pub settings_changed: Option<Vec<String>>,
     /// What it was started with; `None` when Converge found it already running.
     pub settings: Option<MigrationSettings>,
     /// The levers' current values, as libvirt reports them.
@@ -228,6 +232,7 @@ impl Migration {
             ended_at_ms: None,
             started_by: None,
             preset: None,
+            settings_changed: None,
             settings: None,
             levers: Levers::default(),
             deadline: None,
@@ -388,7 +393,9 @@ pub struct StartMigration {
     pub destination: String,
     /// The preset to start from (the server's default when unset).
     pub preset: Option<String>,
-    /// Settings to use instead of the preset's (the preset is then recorded as the base).
+    /// Changes to the preset's settings: a JSON merge patch, so a field not given keeps
+    /// the preset's value (its deadline included) and `null` resets one. The dashboard
+    /// sends the whole settings object, which is a patch too.
     pub settings: Option<MigrationSettings>,
 }
 

@@ -3,7 +3,8 @@
 //!
 //! 1. the stop is signalled: live streams end, host workers stop asking libvirt;
 //! 2. the host reports already queued are applied, then that loop ends;
-//! 3. actions under way finish (their audit rows are completed), none is begun;
+//! 3. starts and actions under way finish (their records and audit rows are completed),
+//!    no queued one is begun;
 //! 4. the history's queued writes land, then its writer ends;
 //! 5. the host worker threads are joined.
 //!
@@ -90,13 +91,19 @@ impl Background {
     pub async fn shutdown(self) {
         self.stop.cancel();
         bounded("applying the last host reports", self.reports).await;
-        bounded("finishing the actions under way", self.actions).await;
+        bounded("taking no more queued actions", self.actions).await;
+        let executor = self.executor.clone();
+        bounded(
+            "finishing the starts and actions under way",
+            tokio::spawn(async move { executor.finish().await }),
+        )
+        .await;
         bounded("the session sweep", self.sessions).await;
         // Nothing that changes the fleet runs any more: close the history after its
         // last write.
         self.fleet.close_history();
         bounded("writing the history's last changes", self.history).await;
-        let threads = self.executor.hypervisors.take_threads();
+        let threads = self.executor.hypervisors().take_threads();
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();

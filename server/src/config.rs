@@ -120,12 +120,25 @@ impl<'a> ProjectVm<'a> {
 pub struct MigrationsConfig {
     /// The preset used when a start request names none.
     pub default_preset: String,
+    /// The longest any migration may run, seconds, whatever its settings say — including
+    /// migrations Converge finds running that someone else started. Default 3400: below a
+    /// one-hour identity token, so whatever waits on the migration learns how it ended.
+    pub max_duration_s: u64,
+    /// What happens at the ceiling: `abort` (the VM stays on its source), `pause` (the
+    /// last pass completes with the guest paused) or `post_copy` (where allowed at start;
+    /// otherwise abort).
+    pub max_duration_action: converge_api::TimeoutAction,
 }
+
+/// Shortest and longest ceiling accepted, seconds.
+pub const MAX_DURATION_RANGE_S: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
 
 impl Default for MigrationsConfig {
     fn default() -> Self {
         Self {
             default_preset: crate::presets::DEFAULT_PRESET.into(),
+            max_duration_s: 3400,
+            max_duration_action: converge_api::TimeoutAction::Abort,
         }
     }
 }
@@ -146,6 +159,12 @@ pub struct HostConfig {
     /// (`VIR_MIGRATE_PARAM_LISTEN_ADDRESS`); libvirt chooses when unset.
     #[serde(default)]
     pub listen_address: Option<String>,
+    /// Let Converge start migrations of VMs that Nova manages (their domain XML carries
+    /// Nova's metadata). Off by default: libvirt moving a Nova instance leaves Nova's
+    /// database pointing at the old host, so the move must go through Nova. Turn it on
+    /// only for hosts where no Nova runs.
+    #[serde(default)]
+    pub start_nova_managed: bool,
 }
 
 /// `[sampler]`: reading job statistics.

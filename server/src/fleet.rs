@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use act::{Act, ActError, ActKind, Executor};
 pub use start::{StartError, StartRequest};
-pub use state::{Change, FleetState, HistoryWrite, LeverTarget, Refusal, StartPlan, new_id};
+pub use state::{
+    Ceiling, Change, FleetState, HistoryWrite, LeverTarget, Refusal, StartPlan, new_id,
+};
 
 use crate::clock::Clock;
 use crate::hub::{Audience, Hub};

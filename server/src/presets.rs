@@ -147,9 +147,136 @@ pub fn all(configured: &[Preset]) -> Vec<Preset> {
     presets
 }
 
+/// `base` with `patch` applied (a JSON merge patch, RFC 7386): a field the patch names
+/// replaces the base's, `null` resets it (to none, or to its default), a field it does
+/// not name keeps the base's value. Returns the settings and the fields whose value the
+/// patch changed, as dotted paths (`deadline.stall_s`); a whole settings object is a
+/// patch too, and then only the fields that differ are listed.
+pub fn apply_patch(
+    base: &MigrationSettings,
+    patch: &serde_json::Value,
+) -> Result<(MigrationSettings, Vec<String>), String> {
+    if !patch.is_object() {
+        return Err("settings must be an object of the fields to change".into());
+    }
+    let before = serde_json::to_value(base).map_err(|err| err.to_string())?;
+    let mut merged = before.clone();
+    merge(&mut merged, patch);
+    let settings: MigrationSettings = serde_path_to_error::deserialize(merged).map_err(|err| {
+        let field = err.path().to_string();
+        let why = err.into_inner();
+        if field == "." {
+            format!("settings: {why}")
+        } else {
+            format!("settings.{field}: {why}")
+        }
+    })?;
+    let after = serde_json::to_value(&settings).map_err(|err| err.to_string())?;
+    let mut changed = Vec::new();
+    differences(&before, &after, "", &mut changed);
+    Ok((settings, changed))
+}
+
+fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let (Some(target), Some(patch)) = (target.as_object_mut(), patch.as_object()) else {
+        *target = patch.clone();
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else if value.is_object() && target.get(key).is_some_and(serde_json::Value::is_object) {
+            if let Some(inner) = target.get_mut(key) {
+                merge(inner, value);
+            }
+        } else {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+fn differences(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            let null = serde_json::Value::Null;
+            differences(
+                a.get(key).unwrap_or(&null),
+                b.get(key).unwrap_or(&null),
+                &path,
+                out,
+            );
+        }
+    } else if a != b {
+        out.push(at.to_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn converge() -> MigrationSettings {
+        builtin().remove(0).settings
+    }
+
+    #[test]
+    fn a_partial_patch_keeps_the_presets_deadline() {
+        let (settings, changed) =
+            apply_patch(&converge(), &json!({ "bandwidth_mib_s": 32 })).unwrap();
+        assert_eq!(settings.bandwidth_mib_s, Some(32));
+        assert!(settings.adaptive);
+        assert_eq!(settings.deadline, converge().deadline);
+        assert_eq!(changed, ["bandwidth_mib_s"]);
+    }
+
+    #[test]
+    fn nested_fields_merge_and_null_resets() {
+        let patch = json!({
+            "deadline": { "stall_s": 30, "completion_max_s": null },
+            "capabilities": { "postcopy": true },
+        });
+        let (settings, changed) = apply_patch(&converge(), &patch).unwrap();
+        assert_eq!(settings.deadline.stall_s, Some(30));
+        assert_eq!(settings.deadline.completion_max_s, None);
+        assert_eq!(settings.deadline.completion_s_per_gib, Some(800), "kept");
+        assert!(settings.capabilities.postcopy);
+        assert_eq!(
+            changed,
+            [
+                "capabilities.postcopy",
+                "deadline.completion_max_s",
+                "deadline.stall_s"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_whole_settings_object_lists_only_what_differs() {
+        let mut mine = converge();
+        mine.downtime_limit_ms = Some(500);
+        let whole = serde_json::to_value(&mine).unwrap();
+        let (settings, changed) = apply_patch(&converge(), &whole).unwrap();
+        assert_eq!(settings, mine);
+        assert_eq!(changed, ["downtime_limit_ms"]);
+    }
+
+    #[test]
+    fn a_patch_that_is_not_settings_is_refused_with_the_field() {
+        let typo = apply_patch(&converge(), &json!({ "bandwith_mib_s": 32 })).unwrap_err();
+        assert!(typo.contains("bandwith_mib_s"), "{typo}");
+        let wrong = apply_patch(&converge(), &json!({ "adaptive": "yes" })).unwrap_err();
+        assert!(wrong.starts_with("settings.adaptive: "), "{wrong}");
+        let deep = apply_patch(&converge(), &json!({ "deadline": { "stall_s": -1 } }));
+        assert!(deep.unwrap_err().starts_with("settings.deadline.stall_s: "));
+        assert!(apply_patch(&converge(), &json!([1])).is_err());
+    }
 
     #[test]
     fn every_builtin_preset_passes_the_linter() {

@@ -303,6 +303,17 @@ impl Config {
                 ));
             }
         }
+        if !super::MAX_DURATION_RANGE_S.contains(&self.migrations.max_duration_s) {
+            return Err(ConfigError::invalid(
+                "migrations.max_duration_s",
+                format!(
+                    "{} s is outside {}–{} s",
+                    self.migrations.max_duration_s,
+                    super::MAX_DURATION_RANGE_S.start(),
+                    super::MAX_DURATION_RANGE_S.end()
+                ),
+            ));
+        }
         let known = crate::presets::all(&self.presets);
         if !known
             .iter()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use converge_api::{ActionRecord, LeverChange};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Fleet, Refusal};
 use crate::clock::unix_ms_now;
@@ -81,15 +81,17 @@ pub struct Act {
     pub reason: String,
 }
 
-/// Carries out actions; cheap to clone.
+/// Carries out starts and actions; cheap to clone.
+///
+/// Each runs on a task of its own, tracked here: once begun it runs to its end whatever
+/// happens to the caller (a client that drops its connection mid-request leaves no record
+/// in `starting` and no audit row pending), and shutdown waits for the ones under way.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    /// The fleet, to record outcomes.
-    pub fleet: Fleet,
-    /// The hosts.
-    pub hypervisors: Arc<Hypervisors>,
-    /// The database (audit log).
-    pub store: Store,
+    pub(super) fleet: Fleet,
+    pub(super) hypervisors: Arc<Hypervisors>,
+    pub(super) store: Store,
+    tasks: TaskTracker,
 }
 
 /// Why an action was not carried out.
@@ -104,44 +106,88 @@ pub enum ActError {
     /// The host did not do it.
     #[error(transparent)]
     Host(#[from] HostError),
+    /// Converge failed while doing it (logged).
+    #[error("an internal error while carrying out the action")]
+    Internal,
 }
 
 impl Executor {
+    /// The executor over these parts.
+    pub fn new(fleet: Fleet, hypervisors: Arc<Hypervisors>, store: Store) -> Self {
+        Self {
+            fleet,
+            hypervisors,
+            store,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// The hosts.
+    pub fn hypervisors(&self) -> &Hypervisors {
+        &self.hypervisors
+    }
+
     /// Carries out actions the fleet queued (the policy's), each on its own task, until
-    /// `stop` is cancelled; then waits for the ones under way, so that each one's audit
-    /// row is completed. Actions still queued at the stop are not begun (the hosts are
-    /// going away); they are logged.
+    /// `stop` is cancelled. Actions still queued at the stop are not begun (the hosts are
+    /// going away); they are logged. [`Self::finish`] waits for the ones under way.
     pub async fn run(self, mut queue: mpsc::UnboundedReceiver<Act>, stop: CancellationToken) {
-        let mut running = JoinSet::new();
         loop {
             tokio::select! {
                 act = queue.recv() => {
                     let Some(act) = act else { break };
                     let executor = self.clone();
-                    running.spawn(async move {
-                        let _ = executor.execute(act).await;
+                    self.tasks.spawn(async move {
+                        let _ = executor.execute_here(act).await;
                     });
                 }
-                Some(_) = running.join_next(), if !running.is_empty() => {}
                 () = stop.cancelled() => break,
             }
         }
         queue.close();
-        let mut dropped = 0;
         while let Ok(act) = queue.try_recv() {
-            dropped += 1;
             tracing::warn!(migration = %act.migration_id, action = act.kind.name(), "not begun: the server is stopping");
         }
-        if dropped > 0 || !running.is_empty() {
-            tracing::info!(under_way = running.len(), dropped, "actions at shutdown");
+    }
+
+    /// Takes no more work and waits for the starts and actions under way (at shutdown).
+    pub async fn finish(&self) {
+        self.tasks.close();
+        if !self.tasks.is_empty() {
+            tracing::info!(
+                under_way = self.tasks.len(),
+                "waiting for actions under way"
+            );
         }
-        while running.join_next().await.is_some() {}
+        self.tasks.wait().await;
+    }
+
+    /// Runs `work` to its end on a tracked task of its own, whatever becomes of the
+    /// caller; `None` if it panicked (logged).
+    pub(super) async fn detached<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        match self.tasks.spawn(work).await {
+            Ok(done) => Some(done),
+            Err(err) => {
+                tracing::error!(error = %err, "a start or action task failed");
+                None
+            }
+        }
     }
 
     /// Writes the audit row, carries the action out, completes the row and records the
     /// outcome on the migration. Returns libvirt's read-back value for a lever. If the
-    /// audit row cannot be written, nothing is done.
+    /// audit row cannot be written, nothing is done. Runs to its end even if the caller
+    /// goes away.
     pub async fn execute(&self, act: Act) -> Result<Option<u64>, ActError> {
+        let executor = self.clone();
+        self.detached(async move { executor.execute_here(act).await })
+            .await
+            .unwrap_or(Err(ActError::Internal))
+    }
+
+    async fn execute_here(&self, act: Act) -> Result<Option<u64>, ActError> {
         let entry = NewEntry {
             actor: act.actor.clone(),
             client_addr: act.client_addr.clone(),

@@ -39,6 +39,8 @@ pub(crate) struct MigrationRecord {
     pub(crate) policy: PolicyState,
     /// The policy paused the guest: resume it on the destination once it arrives.
     pub(crate) paused_by_policy: bool,
+    /// The server-wide ceiling has acted on it.
+    pub(crate) ceiling_fired: bool,
     /// When a sample was last written to the history, and how far apart they are.
     last_stored_at_ms: i64,
     store_spacing_ms: i64,
@@ -66,6 +68,7 @@ impl MigrationRecord {
             best_boundary_remaining: None,
             policy: PolicyState::default(),
             paused_by_policy: false,
+            ceiling_fired: false,
             last_stored_at_ms: i64::MIN,
             store_spacing_ms: FIRST_STORE_SPACING_MS,
             stored_samples: 0,

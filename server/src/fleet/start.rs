@@ -13,8 +13,8 @@ use super::{Executor, Refusal, new_id};
 use crate::clock::unix_ms_now;
 use crate::config::HostConfig;
 use crate::hypervisor::HostError;
-use crate::policy;
 use crate::store::{self, NewEntry};
+use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
 const DIRTY_RATE_PERIOD_S: u32 = 1;
@@ -28,8 +28,8 @@ pub struct StartRequest {
     pub destination: String,
     /// The preset's name.
     pub preset: String,
-    /// Settings that replace the preset's, when given.
-    pub settings: Option<MigrationSettings>,
+    /// Changes to the preset's settings (a JSON merge patch), when given.
+    pub settings: Option<serde_json::Value>,
     /// Who asks.
     pub started_by: String,
     /// From where.
@@ -56,8 +56,23 @@ pub enum StartError {
 
 impl Executor {
     /// Starts a live migration as `request` asks, from the presets in `presets`.
-    /// Returns the migration as it stands once libvirt took it.
+    /// Returns the migration as it stands once libvirt took it. Runs to its end even if
+    /// the caller goes away: nothing is left `starting` or pending.
     pub async fn start(
+        &self,
+        request: StartRequest,
+        presets: Vec<Preset>,
+    ) -> Result<Migration, StartError> {
+        let executor = self.clone();
+        self.detached(async move { executor.start_here(request, &presets).await })
+            .await
+            .unwrap_or(Err(StartError::Internal(
+                "start migration",
+                "the start task failed".into(),
+            )))
+    }
+
+    async fn start_here(
         &self,
         request: StartRequest,
         presets: &[Preset],
@@ -73,10 +88,12 @@ impl Executor {
                     names.join(", ")
                 ))
             })?;
-        let settings = request
-            .settings
-            .clone()
-            .unwrap_or_else(|| preset.settings.clone());
+        let (settings, settings_changed) = match &request.settings {
+            Some(patch) => {
+                presets::apply_patch(&preset.settings, patch).map_err(Refusal::Invalid)?
+            }
+            None => (preset.settings.clone(), Vec::new()),
+        };
         let plan = self
             .fleet
             .read()
@@ -134,6 +151,7 @@ impl Executor {
         migration.destination = Some(plan.destination.clone());
         migration.started_by = Some(request.started_by.clone());
         migration.preset = Some(request.preset.clone());
+        migration.settings_changed = Some(settings_changed);
         migration.settings = Some(settings.clone());
         if let Some(why) = &adapted {
             migration.actions.push(ActionRecord {

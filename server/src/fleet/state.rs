@@ -134,6 +134,17 @@ pub struct FleetState {
     /// sent again (every VM-list refresh would otherwise repeat them all, crowding the
     /// replay buffer that fleet viewers resume from).
     tenant_views: HashMap<String, TenantVm>,
+    /// The longest any migration may run, whoever started it.
+    ceiling: Option<Ceiling>,
+}
+
+/// The server-wide ceiling on a migration's duration (`migrations.max_duration_s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    /// Longest run, ms.
+    pub max_ms: i64,
+    /// What to do when a migration reaches it.
+    pub action: converge_api::TimeoutAction,
 }
 
 impl FleetState {
@@ -170,7 +181,14 @@ impl FleetState {
             owners_by_name: HashMap::new(),
             projects: HashMap::new(),
             tenant_views: HashMap::new(),
+            ceiling: None,
         }
+    }
+
+    /// Acts on every migration that runs longer than `ceiling`.
+    pub fn with_ceiling(mut self, ceiling: Ceiling) -> Self {
+        self.ceiling = Some(ceiling);
+        self
     }
 
     /// Assigns VMs to projects as the configuration lists them (by UUID, or by name on

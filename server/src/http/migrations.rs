@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use converge_api::{LeverChange, LeverResult, Migration, MigrationDetail, Preset, StartMigration};
+use converge_api::{LeverChange, LeverResult, Migration, MigrationDetail, Preset};
 use serde::Deserialize;
 
 use crate::auth::{Operate, ViewFleet};
@@ -73,11 +73,24 @@ pub(crate) async fn list_presets(
     Json(presets::all(&state.config.presets))
 }
 
+/// A start request as the server reads it: [`converge_api::StartMigration`] with its
+/// settings kept as the JSON merge patch they are (a field left out keeps the preset's).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartBody {
+    vm_uuid: String,
+    destination: String,
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
+}
+
 pub(crate) async fn start(
     Require(principal, ..): Require<Operate>,
     ClientAddr(client_addr): ClientAddr,
     State(state): State<AppState>,
-    Json(request): Json<StartMigration>,
+    Json(request): Json<StartBody>,
 ) -> Result<(StatusCode, Json<Migration>), ApiError> {
     let presets = presets::all(&state.config.presets);
     let request = StartRequest {
@@ -92,7 +105,7 @@ pub(crate) async fn start(
     };
     let migration = state
         .executor
-        .start(request, &presets)
+        .start(request, presets)
         .await
         .map_err(|err| match err {
             StartError::Refused(refusal) => refusal.into(),
@@ -194,6 +207,7 @@ fn act_error(err: ActError, what: &str) -> ApiError {
         ActError::Refused(refusal) => refusal.into(),
         ActError::NotRecorded(source) => ApiError::internal("recording an action", source),
         ActError::Host(err) => ApiError::Conflict(format!("{what}: {err}")),
+        ActError::Internal => ApiError::internal("carrying out an action", "the task failed"),
     }
 }
 
@@ -218,4 +232,29 @@ fn current(state: &AppState, id: &str) -> Result<Migration, ApiError> {
         .migration(id)
         .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("no migration {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_dashboard_sends_is_what_the_server_reads() {
+        let sent = converge_api::StartMigration {
+            vm_uuid: "u".into(),
+            destination: "b".into(),
+            preset: Some("nova".into()),
+            settings: Some(converge_api::MigrationSettings::default()),
+        };
+        let text = serde_json::to_string(&sent).unwrap();
+        let read: StartBody = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (read.vm_uuid.as_str(), read.destination.as_str()),
+            ("u", "b")
+        );
+        assert_eq!(read.preset.as_deref(), Some("nova"));
+        let settings: converge_api::MigrationSettings =
+            serde_json::from_value(read.settings.unwrap()).unwrap();
+        assert_eq!(settings, converge_api::MigrationSettings::default());
+    }
 }

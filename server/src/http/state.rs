@@ -9,7 +9,7 @@ use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
 use crate::background::{self, Background};
 use crate::clock::{Clock, SystemClock, unix_ms_now};
 use crate::config::Config;
-use crate::fleet::{Executor, Fleet, FleetState};
+use crate::fleet::{Ceiling, Executor, Fleet, FleetState};
 use crate::hub::Hub;
 use crate::hypervisor::Hypervisors;
 use crate::kiosk::KioskTokens;
@@ -112,7 +112,12 @@ impl Controller {
             config.hosts.iter().map(|h| h.name.as_str()),
             unix_ms_now(&*clock),
         )
-        .with_projects(&config.projects);
+        .with_projects(&config.projects)
+        .with_ceiling(Ceiling {
+            max_ms: i64::try_from(config.migrations.max_duration_s.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            action: config.migrations.max_duration_action,
+        });
         let to_track = fleet_state.restore(unfinished);
         let (fleet, queues) = Fleet::new(fleet_state, hub.clone(), clock.clone());
         let (reports, incoming) = tokio::sync::mpsc::unbounded_channel();
@@ -124,11 +129,7 @@ impl Controller {
             }
         }
         let hypervisors = Arc::new(hypervisors);
-        let executor = Executor {
-            fleet: fleet.clone(),
-            hypervisors: hypervisors.clone(),
-            store: store.clone(),
-        };
+        let executor = Executor::new(fleet.clone(), hypervisors.clone(), store.clone());
         let sessions = Sessions::new(&store);
         let background = Background::start(background::Parts {
             stop: shutdown.clone(),

@@ -2,7 +2,7 @@
 
 use converge_api::{LeverChange, Levers, LiveEvent, MigrationState, TimeoutAction};
 
-use super::{Change, FleetState, HistoryWrite};
+use super::{Ceiling, Change, FleetState, HistoryWrite};
 use crate::fleet::record::MigrationRecord;
 use crate::fleet::{Act, ActKind};
 use crate::hypervisor::{SampleReport, raw_fields, sample_from};
@@ -28,6 +28,7 @@ impl FleetState {
         };
         let sample = sample_from(stats, at);
         let incoming = self.incoming_host_of(vm_uuid, host);
+        let ceiling = self.ceiling;
         let Some(record) = self.migrations.get_mut(&id) else {
             return Vec::new();
         };
@@ -39,7 +40,8 @@ impl FleetState {
         }
         let store = record.store_decision(iteration_started.is_some());
         record.update_forecast();
-        let acts = run_policy(record, now_ms);
+        let mut acts = run_policy(record, now_ms);
+        acts.extend(ceiling.and_then(|c| at_ceiling(record, c, now_ms)));
         // A migration found now is written at once: its samples' rows refer to it.
         let persist = found_now || was != record.migration.state;
 
@@ -69,6 +71,42 @@ impl FleetState {
         changes.extend(acts.into_iter().map(Change::Act));
         changes
     }
+}
+
+/// The ceiling's action, once, when a migration in pre-copy has run past it. (Post-copy
+/// cannot be undone or sped up: it is left to finish.)
+fn at_ceiling(record: &mut MigrationRecord, ceiling: Ceiling, now_ms: i64) -> Option<Act> {
+    let m = &record.migration;
+    let ran_ms = now_ms - m.started_at_ms;
+    if record.ceiling_fired || m.state != MigrationState::Running || ran_ms < ceiling.max_ms {
+        return None;
+    }
+    record.ceiling_fired = true;
+    let postcopy_allowed = m.settings.as_ref().is_some_and(|s| s.capabilities.postcopy);
+    let (kind, fallback) = match ceiling.action {
+        TimeoutAction::Abort => (ActKind::Abort, ""),
+        TimeoutAction::Pause => (ActKind::Pause, ""),
+        TimeoutAction::PostCopy if postcopy_allowed => (ActKind::Lever(LeverChange::PostCopy), ""),
+        TimeoutAction::PostCopy => (
+            ActKind::Abort,
+            " (post-copy was not allowed when it started, so: abort)",
+        ),
+    };
+    Some(Act {
+        migration_id: m.id.clone(),
+        vm_uuid: m.vm_uuid.clone(),
+        vm_name: m.vm_name.clone(),
+        host: m.source.clone(),
+        kind,
+        actor: crate::fleet::POLICY_ACTOR.into(),
+        client_addr: None,
+        reason: format!(
+            "ran {} s, past the server's ceiling for any migration of {} s \
+             (migrations.max_duration_s){fallback}",
+            ran_ms / 1000,
+            ceiling.max_ms / 1000
+        ),
+    })
 }
 
 /// Keeps the last known value of a lever whose read-back failed this time.

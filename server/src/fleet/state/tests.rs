@@ -609,3 +609,57 @@ mod hostile_numbers {
         }
     }
 }
+
+fn acts(changes: &[Change]) -> Vec<&crate::fleet::Act> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Act(act) => Some(act),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_ceiling_aborts_a_migration_found_running_once_it_has_run_too_long() {
+    let mut fleet = fleet().with_ceiling(super::Ceiling {
+        max_ms: 60_000,
+        action: converge_api::TimeoutAction::Abort,
+    });
+    // Found by sampling (started with virsh): no settings, so no deadline of its own.
+    // It began 1.5 s before the first reading at t = 10 s, so at t = 8.5 s.
+    let found = fleet.apply(sample(None, 900), 10_000);
+    assert!(acts(&found).is_empty(), "not yet: {found:?}");
+    let before = fleet.apply(sample(None, 800), 68_400);
+    assert!(acts(&before).is_empty(), "59.9 s is under the ceiling");
+    let at = fleet.apply(sample(None, 700), 68_600);
+    let acted = acts(&at);
+    assert_eq!(acted.len(), 1, "{at:?}");
+    assert_eq!(acted[0].kind, crate::fleet::ActKind::Abort);
+    assert_eq!(acted[0].actor, "policy");
+    assert!(
+        acted[0].reason.contains("migrations.max_duration_s") && acted[0].reason.contains("60 s"),
+        "{}",
+        acted[0].reason
+    );
+    // Once: the abort is under way.
+    let later = fleet.apply(sample(None, 600), 75_000);
+    assert!(acts(&later).is_empty());
+}
+
+#[test]
+fn a_ceiling_of_post_copy_aborts_a_migration_that_may_not_switch() {
+    let mut fleet = fleet().with_ceiling(super::Ceiling {
+        max_ms: 1_000,
+        action: converge_api::TimeoutAction::PostCopy,
+    });
+    let changes = fleet.apply(sample(None, 900), 10_000);
+    let acted = acts(&changes);
+    assert_eq!(acted.len(), 1, "{changes:?}");
+    assert_eq!(acted[0].kind, crate::fleet::ActKind::Abort);
+    assert!(
+        acted[0].reason.contains("post-copy was not allowed"),
+        "{}",
+        acted[0].reason
+    );
+}
