@@ -37,6 +37,9 @@ pub struct Host {
     pub libvirt_version: Option<String>,
     /// Number of VMs defined or running on it (last known).
     pub vm_count: usize,
+    /// Set while a libvirt call to the host goes unanswered too long: `degraded: libvirt
+    /// has not answered <call> for N s`. Clears when libvirt answers again.
+    pub degraded: Option<String>,
 }
 
 /// A VM's run state as the fleet page shows it.

@@ -45,8 +45,17 @@ pub struct DomainSummary {
     pub memory_bytes: u64,
     /// Virtual CPUs.
     pub vcpus: u32,
-    /// The OpenStack project that owns it, from Nova's metadata in the domain XML.
-    pub nova_project: Option<String>,
+    /// Nova's metadata, when Nova manages the domain.
+    pub nova: Option<NovaInstance>,
+}
+
+/// What Nova writes into the metadata of a domain it manages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NovaInstance {
+    /// The OpenStack project that owns it (`<nova:owner><nova:project uuid>`).
+    pub project: Option<String>,
+    /// The server's name (`<nova:name>`).
+    pub name: Option<String>,
 }
 
 type CloseCallback = Arc<dyn Fn(CloseReason) + Send + Sync>;
@@ -90,33 +99,16 @@ impl Connection {
         ))
     }
 
-    /// Every domain defined or running on the host.
-    pub fn list_domains(&self) -> Result<Vec<DomainSummary>, Error> {
-        let mut out = Vec::new();
-        for inner in self.conn.list_all_domains(0)? {
-            let domain = Domain { inner };
-            // A domain can vanish between the listing and the questions (e.g. the source
-            // side of a migration that just finished): skip it rather than fail the list.
-            let summary = (|| {
-                let (memory_bytes, vcpus) = domain.size()?;
-                Ok::<_, Error>(DomainSummary {
-                    name: domain.name()?,
-                    uuid: domain.uuid()?,
-                    state: domain.state()?,
-                    memory_bytes,
-                    vcpus,
-                    // Ownership is extra: a domain whose XML cannot be read right now
-                    // (e.g. mid-switchover) is still listed.
-                    nova_project: domain.xml().ok().and_then(|xml| nova_project(&xml)),
-                })
-            })();
-            match summary {
-                Ok(summary) => out.push(summary),
-                Err(err) if err.is_no_domain() => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(out)
+    /// Every domain of the host, defined or running (`virConnectListAllDomains`: answers
+    /// at once even while a domain is migrating; what to ask each is the caller's choice,
+    /// see [`Domain`]).
+    pub fn all_domains(&self) -> Result<Vec<Domain>, Error> {
+        Ok(self
+            .conn
+            .list_all_domains(0)?
+            .into_iter()
+            .map(|inner| Domain { inner })
+            .collect())
     }
 
     /// The domain with this UUID.
@@ -197,7 +189,30 @@ unsafe extern "C" fn free_close(opaque: *mut c_void) {
 }
 
 /// Nova's namespace for the `<nova:instance>` element it writes into a domain's metadata.
-const NOVA_NS: &str = "http://openstack.org/xmlns/libvirt/nova/1.1";
+pub(crate) const NOVA_NS: &str = "http://openstack.org/xmlns/libvirt/nova/1.1";
+
+/// Nova's instance element in `xml` (a whole domain XML, or the metadata element
+/// itself); `None` without one or with malformed XML.
+pub(crate) fn nova_instance(xml: &str) -> Option<NovaInstance> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let is_nova = |node: &roxmltree::Node<'_, '_>, name: &str| {
+        node.is_element()
+            && node.tag_name().name() == name
+            && node.tag_name().namespace() == Some(NOVA_NS)
+    };
+    let instance = doc.descendants().find(|n| is_nova(n, "instance"))?;
+    let name = instance
+        .children()
+        .find(|n| is_nova(n, "name"))
+        .and_then(|n| n.text())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    Some(NovaInstance {
+        project: nova_project(xml),
+        name,
+    })
+}
 
 /// The project UUID in Nova's metadata: `<nova:instance>` → `<nova:owner>` →
 /// `<nova:project uuid="…">`. `None` without that metadata or with malformed XML.
@@ -223,7 +238,7 @@ pub(crate) fn nova_project(domain_xml: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::nova_project;
+    use super::{NovaInstance, nova_instance, nova_project};
 
     #[test]
     fn the_project_is_read_from_novas_metadata() {
@@ -255,5 +270,23 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn the_metadata_element_alone_is_read_too() {
+        // What virDomainGetMetadata returns: the instance element, Nova's namespace as
+        // the default one.
+        let element = r#"<instance xmlns="http://openstack.org/xmlns/libvirt/nova/1.1">
+              <name>web-1</name>
+              <owner><user uuid="u-1">alice</user><project uuid="p-9">acme</project></owner>
+            </instance>"#;
+        assert_eq!(
+            nova_instance(element),
+            Some(NovaInstance {
+                project: Some("p-9".into()),
+                name: Some("web-1".into()),
+            })
+        );
+        assert_eq!(nova_instance("<instance/>"), None, "not Nova's namespace");
     }
 }

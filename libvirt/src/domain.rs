@@ -59,6 +59,9 @@ pub struct MigrationRequest {
     pub auto_converge_increment_pct: Option<u32>,
 }
 
+/// `VIR_DOMAIN_METADATA_ELEMENT`: metadata under an application's own namespace.
+const VIR_DOMAIN_METADATA_ELEMENT: i32 = 2;
+
 /// A domain on one connection.
 #[derive(Debug, Clone)]
 pub struct Domain {
@@ -106,9 +109,26 @@ impl Domain {
         Ok((info.memory.saturating_mul(1024), info.nr_virt_cpu))
     }
 
-    /// The domain's XML description (live, without secrets).
-    pub fn xml(&self) -> Result<String, Error> {
-        Ok(self.inner.xml_desc(0)?)
+    /// Nova's metadata (`virDomainGetMetadata` for Nova's namespace), `None` when the
+    /// domain has none. Unlike the domain XML (`virDomainGetXMLDesc`, which waits for the
+    /// job lock and so for the whole of an incoming migration, 30 s then fails — see
+    /// `scripts/probe-libvirt-locks`), this answers at once on both sides of a migration.
+    pub fn nova(&self) -> Result<Option<crate::NovaInstance>, Error> {
+        match self.inner.metadata(
+            VIR_DOMAIN_METADATA_ELEMENT,
+            Some(crate::connection::NOVA_NS),
+            0,
+        ) {
+            Ok(xml) => Ok(crate::connection::nova_instance(&xml)),
+            Err(err) => {
+                let err = Error::from(err);
+                if err.is_no_metadata() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// The running job's statistics, or `None` when no job runs. With `completed`, the

@@ -14,6 +14,8 @@ pub struct Error {
 
 /// `VIR_ERR_NO_DOMAIN`: the domain does not exist on this host.
 const VIR_ERR_NO_DOMAIN: i32 = 42;
+/// `VIR_ERR_NO_DOMAIN_METADATA`: the domain has no metadata of the kind asked.
+const VIR_ERR_NO_DOMAIN_METADATA: i32 = 80;
 
 impl Error {
     pub(crate) fn other(message: impl Into<String>) -> Self {
@@ -32,6 +34,11 @@ impl Error {
     /// The domain does not exist (any more) on the host asked.
     pub fn is_no_domain(&self) -> bool {
         self.code == VIR_ERR_NO_DOMAIN
+    }
+
+    /// The domain has no metadata of the kind asked.
+    pub fn is_no_metadata(&self) -> bool {
+        self.code == VIR_ERR_NO_DOMAIN_METADATA
     }
 }
 

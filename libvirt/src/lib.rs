@@ -19,7 +19,7 @@ mod events;
 mod job;
 mod typed_params;
 
-pub use connection::{CloseReason, Connection, DomainSummary};
+pub use connection::{CloseReason, Connection, DomainSummary, NovaInstance};
 pub use domain::{Domain, DomainState, MigrationFlags, MigrationRequest};
 pub use error::Error;
 pub use events::{DomainEvent, DomainEventKind, EventSubscription, LifecycleEvent};

@@ -241,6 +241,7 @@ fn report_kind(report: &Report) -> &'static str {
         Report::JobCompleted { .. } => "job_completed",
         Report::Lifecycle { .. } => "lifecycle",
         Report::MigrateReturned(_) => "migrate_returned",
+        Report::Health(_) => "health",
     }
 }
 

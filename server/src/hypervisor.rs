@@ -1,8 +1,12 @@
-//! The libvirt side: one worker thread per host keeps every blocking libvirt call off
-//! the async executor, reconnects with backoff, samples running migrations and turns
-//! libvirt's events into [`Report`]s for the fleet.
+//! The libvirt side: each host's workers keep every blocking libvirt call off the async
+//! executor and off each other's way (see `worker.rs`), reconnect with backoff, sample
+//! running migrations and turn libvirt's events into [`Report`]s for the fleet.
 
+mod calls;
+mod commands;
+mod inventory;
 mod sample;
+mod watch;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -55,6 +59,17 @@ pub enum Report {
     },
     /// The blocking migrate call of a migration Converge started has returned.
     MigrateReturned(MigrateReturnedReport),
+    /// A libvirt call of the host has gone unanswered too long, or answers again.
+    Health(HealthReport),
+}
+
+/// Whether a host's libvirt answers.
+#[derive(Debug)]
+pub struct HealthReport {
+    /// Which host.
+    pub host: String,
+    /// `degraded: libvirt has not answered <call> for N s`, or `None` once it answers.
+    pub degraded: Option<String>,
 }
 
 /// A host's connection: up, or failed or dropped.
@@ -122,7 +137,7 @@ impl Report {
     /// The VM the report is about, if it is about one.
     pub fn vm_uuid(&self) -> Option<&str> {
         match self {
-            Report::Connection(_) | Report::Domains { .. } => None,
+            Report::Connection(_) | Report::Domains { .. } | Report::Health(_) => None,
             Report::Sample(SampleReport { vm_uuid, .. })
             | Report::JobEnded(JobEndedReport { vm_uuid, .. })
             | Report::JobCompleted { vm_uuid, .. }
@@ -131,6 +146,11 @@ impl Report {
         }
     }
 }
+
+/// How long a command waits for libvirt's answer before it is answered "no answer"
+/// (the host is shown degraded after `calls::DEGRADED_AFTER` already). A healthy host
+/// answers in tens of milliseconds.
+const COMMAND_BOUND: Duration = Duration::from_secs(10);
 
 /// A request to a host worker.
 #[derive(Debug)]
@@ -187,6 +207,17 @@ pub enum HostError {
         /// The host.
         host: String,
     },
+    /// The worker took the request, but libvirt has not answered within the bound; the
+    /// call may still complete later.
+    #[error("host {host}: libvirt has not answered {what} within {seconds} s")]
+    NoAnswerWithin {
+        /// The host.
+        host: String,
+        /// What was asked.
+        what: &'static str,
+        /// The bound.
+        seconds: u64,
+    },
     /// No host of that name is configured.
     #[error("there is no host {host}")]
     Unknown {
@@ -213,8 +244,11 @@ pub struct HostHandle {
 }
 
 impl HostHandle {
+    /// Sends a command and waits for libvirt's answer, at most `bound`.
     async fn ask<T>(
         &self,
+        what: &'static str,
+        bound: Duration,
         make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
     ) -> Result<T, HostError> {
         let host = || self.config.name.clone();
@@ -222,8 +256,13 @@ impl HostHandle {
         self.tx
             .send(worker::Msg::Command(make(reply)))
             .map_err(|_| HostError::ShuttingDown { host: host() })?;
-        answer
+        tokio::time::timeout(bound, answer)
             .await
+            .map_err(|_| HostError::NoAnswerWithin {
+                host: host(),
+                what,
+                seconds: bound.as_secs(),
+            })?
             .map_err(|_| HostError::NoAnswer { host: host() })?
             .map_err(|message| HostError::Refused {
                 host: host(),
@@ -239,11 +278,13 @@ impl HostHandle {
         request: MigrationRequest,
         downtime_limit_ms: Option<u64>,
     ) -> Result<(), HostError> {
-        self.ask(|reply| Command::Migrate {
-            vm_uuid,
-            request: Box::new(request),
-            downtime_limit_ms,
-            reply,
+        self.ask("the start of the migration", COMMAND_BOUND, |reply| {
+            Command::Migrate {
+                vm_uuid,
+                request: Box::new(request),
+                downtime_limit_ms,
+                reply,
+            }
         })
         .await
     }
@@ -254,7 +295,7 @@ impl HostHandle {
         vm_uuid: String,
         change: LeverChange,
     ) -> Result<Option<u64>, HostError> {
-        self.ask(|reply| Command::Lever {
+        self.ask("the lever", COMMAND_BOUND, |reply| Command::Lever {
             vm_uuid,
             change,
             reply,
@@ -268,27 +309,36 @@ impl HostHandle {
         vm_uuid: String,
         seconds: u32,
     ) -> Result<Option<u64>, HostError> {
-        self.ask(|reply| Command::MeasureDirtyRate {
-            vm_uuid,
-            seconds,
-            reply,
+        let bound = COMMAND_BOUND + Duration::from_secs(seconds.into());
+        self.ask("the dirty-rate measurement", bound, |reply| {
+            Command::MeasureDirtyRate {
+                vm_uuid,
+                seconds,
+                reply,
+            }
         })
         .await
     }
 
     /// Pauses or resumes the guest.
     pub async fn pause(&self, vm_uuid: String, pause: bool) -> Result<(), HostError> {
-        self.ask(|reply| Command::Pause {
-            vm_uuid,
-            pause,
-            reply,
+        self.ask("the pause or resume", COMMAND_BOUND, |reply| {
+            Command::Pause {
+                vm_uuid,
+                pause,
+                reply,
+            }
         })
         .await
     }
 
     /// Aborts the domain's running job.
     pub async fn abort(&self, vm_uuid: String) -> Result<(), HostError> {
-        self.ask(|reply| Command::Abort { vm_uuid, reply }).await
+        self.ask("the abort", COMMAND_BOUND, |reply| Command::Abort {
+            vm_uuid,
+            reply,
+        })
+        .await
     }
 
     /// Starts watching a domain's job.

@@ -161,6 +161,7 @@ impl FleetState {
                     hostname: None,
                     libvirt_version: None,
                     vm_count: 0,
+                    degraded: None,
                 };
                 (
                     name.to_owned(),
@@ -421,7 +422,7 @@ impl FleetState {
                     .owners
                     .get(&d.uuid.to_ascii_lowercase())
                     .cloned()
-                    .or_else(|| d.nova_project.clone())
+                    .or_else(|| d.nova.as_ref().and_then(|n| n.project.clone()))
                     .or_else(by_name);
                 Vm {
                     project,

@@ -21,6 +21,7 @@ fn host(name: &str, state: HostState, vms: usize) -> Host {
         hostname: None,
         libvirt_version: None,
         vm_count: vms,
+        degraded: None,
     }
 }
 

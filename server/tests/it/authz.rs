@@ -191,7 +191,10 @@ fn domain(name: &str, uuid: &str, project: &str) -> DomainSummary {
         state: DomainState::Running,
         memory_bytes: 1 << 30,
         vcpus: 2,
-        nova_project: Some(project.to_owned()),
+        nova: Some(converge_libvirt::NovaInstance {
+            project: Some(project.to_owned()),
+            name: None,
+        }),
     }
 }
 

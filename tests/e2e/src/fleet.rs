@@ -58,13 +58,20 @@ pub async fn start(
     .await
 }
 
-/// Starts a migration with these settings (JSON, as in `StartMigration.settings`).
+/// Starts a migration with `settings` over empty settings (no capabilities, no deadline,
+/// nothing adaptive): the whole object is sent, which replaces every field of the
+/// server's preset. (`StartMigration.settings` is a patch over the preset; a partial one
+/// would keep the preset's deadline and adaptive policy, which these tests do not want.)
 pub async fn start_with(
     client: &Client,
     vm_uuid: &str,
     destination: &str,
     settings: Value,
 ) -> String {
+    let mut whole =
+        serde_json::to_value(converge_api::MigrationSettings::default()).expect("encode");
+    merge(&mut whole, &settings);
+    let settings = whole;
     // A test's server connects to both hosts in parallel; the source VM being listed
     // says nothing of the destination.
     wait_connected(client, destination).await;
@@ -113,4 +120,16 @@ pub async fn wait_sampled(client: &Client, id: &str) -> Value {
         d["samples"].as_array().is_some_and(|s| !s.is_empty())
     })
     .await
+}
+
+/// `patch` merged into `target` (JSON merge patch, as the server applies settings).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        _ => *target = patch.clone(),
+    }
 }

@@ -6,7 +6,7 @@ use converge_libvirt::{DomainSummary, JobKind, LifecycleEvent};
 use super::{Change, FleetState, SUSPENDED_POSTCOPY};
 use crate::fleet::record::MigrationRecord;
 use crate::hypervisor::{
-    ConnectionReport, JobEndedReport, MigrateReturnedReport, Report, final_stats,
+    ConnectionReport, HealthReport, JobEndedReport, MigrateReturnedReport, Report, final_stats,
 };
 
 impl FleetState {
@@ -31,6 +31,7 @@ impl FleetState {
             }
             Report::JobEnded(report) => self.job_ended(report, now_ms),
             Report::MigrateReturned(report) => self.migrate_returned(report, now_ms),
+            Report::Health(report) => self.health(report),
             Report::Lifecycle {
                 host,
                 vm_uuid,
@@ -70,6 +71,20 @@ impl FleetState {
             });
         }
         self.changed(&id, None, true)
+    }
+
+    /// A host's libvirt stopped answering a call, or answers again.
+    fn health(&mut self, report: HealthReport) -> Vec<Change> {
+        let Some(entry) = self.hosts.get_mut(&report.host) else {
+            return Vec::new();
+        };
+        if entry.host.degraded == report.degraded {
+            return Vec::new();
+        }
+        entry.host.degraded = report.degraded;
+        vec![Change::Publish(LiveEvent::Host(HostUpdate {
+            host: entry.host.clone(),
+        }))]
     }
 
     fn connection(&mut self, report: ConnectionReport, now_ms: i64) -> Vec<Change> {

@@ -18,7 +18,7 @@ fn domain(state: DomainState) -> DomainSummary {
         state,
         memory_bytes: 512 << 20,
         vcpus: 1,
-        nova_project: None,
+        nova: None,
     }
 }
 
@@ -418,7 +418,10 @@ fn a_vm_belongs_to_its_uuids_project_else_novas_else_its_hosts_name() {
     let vm = |uuid: &str, name: &str, nova: Option<&str>| DomainSummary {
         uuid: uuid.into(),
         name: name.into(),
-        nova_project: nova.map(Into::into),
+        nova: nova.map(|project| converge_libvirt::NovaInstance {
+            project: Some(project.into()),
+            name: None,
+        }),
         ..domain(DomainState::Running)
     };
     const NOVA_VM: &str = "99999999-2222-3333-4444-555555555555";
