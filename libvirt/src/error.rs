@@ -16,6 +16,8 @@ pub struct Error {
 const VIR_ERR_NO_DOMAIN: i32 = 42;
 /// `VIR_ERR_NO_DOMAIN_METADATA`: the domain has no metadata of the kind asked.
 const VIR_ERR_NO_DOMAIN_METADATA: i32 = 80;
+/// `VIR_ERR_OPERATION_ABORTED`: the job was cancelled (`virDomainAbortJob`).
+const VIR_ERR_OPERATION_ABORTED: i32 = 78;
 
 impl Error {
     pub(crate) fn other(message: impl Into<String>) -> Self {
@@ -34,6 +36,11 @@ impl Error {
     /// The domain does not exist (any more) on the host asked.
     pub fn is_no_domain(&self) -> bool {
         self.code == VIR_ERR_NO_DOMAIN
+    }
+
+    /// The call's job was cancelled by an abort (from this process or any other).
+    pub fn is_aborted(&self) -> bool {
+        self.code == VIR_ERR_OPERATION_ABORTED
     }
 
     /// The domain has no metadata of the kind asked.

@@ -131,6 +131,8 @@ pub struct MigrateReturnedReport {
     /// The call ended because the connection to the source dropped, so the outcome is
     /// not known from it.
     pub connection_lost: bool,
+    /// libvirt says the job was cancelled (an abort, from Converge or anyone else).
+    pub cancelled: bool,
 }
 
 impl Report {

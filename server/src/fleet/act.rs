@@ -236,6 +236,8 @@ impl Executor {
                 host: act.host.clone(),
             })?;
         let uuid = act.vm_uuid.clone();
+        self.fleet
+            .modify(|fleet| fleet.note_request(&act.migration_id, act.kind));
         let done = match act.kind {
             ActKind::Lever(change) => host.lever(uuid, change).await,
             ActKind::Abort => {

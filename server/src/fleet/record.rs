@@ -41,6 +41,10 @@ pub(crate) struct MigrationRecord {
     pub(crate) paused_by_policy: bool,
     /// The server-wide ceiling has acted on it.
     pub(crate) ceiling_fired: bool,
+    /// Converge asked for a switch to post-copy, or a pause: the events that follow are
+    /// its own doing, not someone else's.
+    pub(crate) asked_postcopy: bool,
+    pub(crate) asked_pause: bool,
     /// When a sample was last written to the history, and how far apart they are.
     last_stored_at_ms: i64,
     store_spacing_ms: i64,
@@ -69,6 +73,8 @@ impl MigrationRecord {
             policy: PolicyState::default(),
             paused_by_policy: false,
             ceiling_fired: false,
+            asked_postcopy: false,
+            asked_pause: false,
             last_stored_at_ms: i64::MIN,
             store_spacing_ms: FIRST_STORE_SPACING_MS,
             stored_samples: 0,

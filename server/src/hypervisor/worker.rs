@@ -501,11 +501,15 @@ impl Control {
     ) {
         self.shared.set_in_flight(&vm_uuid, false);
         let lost = result.is_err() && connection_lost;
+        let cancelled = result
+            .as_ref()
+            .is_err_and(converge_libvirt::Error::is_aborted);
         let report = Report::MigrateReturned(MigrateReturnedReport {
             host: self.shared.config.name.clone(),
             vm_uuid: vm_uuid.clone(),
             result: result.map_err(|err| err.to_string()),
             connection_lost: lost,
+            cancelled,
         });
         if !lost {
             // Finished either way; a lost connection leaves it watched so the next

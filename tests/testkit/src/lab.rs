@@ -1,4 +1,4 @@
-//! The real two-host libvirt + QEMU lab (`tests/lab/lab`), for tests that migrate.
+//! The real three-host libvirt + QEMU lab (`tests/lab/lab`), for tests that migrate.
 //!
 //! Under TCG a running guest takes about a core and the machine has two, so lab tests
 //! take [`Lab::acquire`]'s lock and run one at a time.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 
-/// The lab's hosts as Converge configuration: both daemons on loopback, migrations over
+/// The lab's hosts as Converge configuration: the three daemons on loopback, migrations over
 /// `tcp://127.0.0.1` (libvirt refuses 127.0.0.1 as its own migration address).
 pub const HOSTS_CONFIG: &str = r#"
 [sampler]
@@ -28,9 +28,18 @@ name = "b"
 uri = "qemu+tcp://127.0.0.1:16602/system"
 migration_uri = "tcp://127.0.0.1"
 listen_address = "127.0.0.1"
+
+[[hosts]]
+name = "c"
+uri = "qemu+tcp://127.0.0.1:16603/system"
+migration_uri = "tcp://127.0.0.1"
+listen_address = "127.0.0.1"
 "#;
 
 static LAB: Mutex<bool> = Mutex::const_new(false);
+
+/// The lab's hosts.
+pub const HOSTS: [&str; 3] = ["a", "b", "c"];
 
 /// Exclusive use of the lab, up and running.
 #[derive(Debug)]
@@ -53,16 +62,19 @@ impl Lab {
             lab.run(&["up"]).await;
             *lab.turn = true;
         }
-        // A test that failed half-way leaves its guests running; under TCG each takes a
-        // core and would starve every test after it.
+        // A test that failed half-way may leave a host frozen, and its guests running;
+        // under TCG each takes a core and would starve every test after it.
+        for host in HOSTS {
+            lab.run(&["thaw-host", host]).await;
+        }
         lab.remove_all_vms().await;
         lab
     }
 
-    /// Destroys and undefines every domain on both hosts.
+    /// Destroys and undefines every domain on every host.
     pub async fn remove_all_vms(&self) {
         let mut names = Vec::new();
-        for host in ["a", "b"] {
+        for host in HOSTS {
             let uri = host_uri(host);
             let listed = tokio::task::spawn_blocking(move || {
                 Command::new("virsh")
@@ -121,9 +133,14 @@ impl Lab {
     /// Starts a guest on host A running the dirtier (`idle`, `loop` or `fresh`, over `mb`
     /// MiB at `rate` MiB/s, 0 = unlimited) and waits for its first heartbeat.
     pub async fn start_vm(&self, name: &str, mode: &str, mb: u32, rate: u32) {
+        self.start_vm_on(name, mode, mb, rate, "a").await;
+    }
+
+    /// [`Self::start_vm`] on host `host` (`a`, `b` or `c`).
+    pub async fn start_vm_on(&self, name: &str, mode: &str, mb: u32, rate: u32, host: &str) {
         self.remove_vm(name).await;
-        self.run(&["start-vm", name, mode, &mb.to_string(), &rate.to_string()])
-            .await;
+        let (mb, rate) = (mb.to_string(), rate.to_string());
+        self.run(&["start-vm", name, mode, &mb, &rate, host]).await;
     }
 
     /// [`Self::start_vm`] for a guest that OpenStack Nova's metadata places in the project
@@ -164,7 +181,7 @@ impl Lab {
         panic!("{name}'s heartbeat stayed at {after}: the guest is not running");
     }
 
-    /// `running`, `paused`, … on host `a` or `b`, or `None` when it is not there.
+    /// `running`, `paused`, … on host `a`, `b` or `c`, or `None` when it is not there.
     pub async fn state_on(&self, host: &str, name: &str) -> Option<String> {
         let uri = host_uri(host);
         let name = name.to_owned();
@@ -182,11 +199,11 @@ impl Lab {
         .flatten()
     }
 
-    /// Destroys and undefines `name` on both hosts, if it is there.
+    /// Destroys and undefines `name` on every host, if it is there.
     pub async fn remove_vm(&self, name: &str) {
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            for host in ["a", "b"] {
+            for host in HOSTS {
                 let uri = host_uri(host);
                 for action in ["destroy", "undefine"] {
                     let _ = Command::new("virsh")
@@ -199,15 +216,27 @@ impl Lab {
         .expect("virsh thread");
     }
 
-    /// Restarts host `a` or `b`'s libvirtd, leaving its guests running.
+    /// Restarts a host's libvirtd, leaving its guests running.
     pub async fn restart_host(&self, host: &str) {
         self.run(&["restart-host", host]).await;
+    }
+
+    /// Freezes a host's libvirtd (SIGSTOP): it accepts connections and answers nothing.
+    /// Thaw it with [`Self::thaw_host`]; `Lab::acquire` of the next test thaws every host.
+    pub async fn freeze_host(&self, host: &str) {
+        self.run(&["freeze-host", host]).await;
+    }
+
+    /// Thaws a host frozen by [`Self::freeze_host`].
+    pub async fn thaw_host(&self, host: &str) {
+        self.run(&["thaw-host", host]).await;
     }
 }
 
 fn host_uri(host: &str) -> String {
     match host {
         "a" => "qemu+tcp://127.0.0.1:16601/system".into(),
-        _ => "qemu+tcp://127.0.0.1:16602/system".into(),
+        "b" => "qemu+tcp://127.0.0.1:16602/system".into(),
+        _ => "qemu+tcp://127.0.0.1:16603/system".into(),
     }
 }

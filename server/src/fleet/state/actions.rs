@@ -95,6 +95,18 @@ impl FleetState {
         })
     }
 
+    /// Notes that Converge is about to ask for `kind` on migration `id`, so that the
+    /// events it causes are not taken for someone else's doing.
+    pub fn note_request(&mut self, id: &str, kind: ActKind) {
+        if let Some(record) = self.migrations.get_mut(id) {
+            match kind {
+                ActKind::Lever(LeverChange::PostCopy) => record.asked_postcopy = true,
+                ActKind::Pause => record.asked_pause = true,
+                _ => {}
+            }
+        }
+    }
+
     /// Records an action's outcome on migration `id`. `succeeded` carries libvirt's
     /// read-back value when the action worked.
     pub fn record_action(

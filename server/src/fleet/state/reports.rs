@@ -9,6 +9,13 @@ use crate::hypervisor::{
     ConnectionReport, HealthReport, JobEndedReport, MigrateReturnedReport, Report, final_stats,
 };
 
+/// What a migration cancelled by someone else (virsh, Nova) is recorded as.
+const ABORTED_OUTSIDE: &str = "aborted outside Converge";
+/// Who the actions record names for what someone else did to a migration.
+const OUTSIDE_ACTOR: &str = "outside Converge";
+/// `VIR_DOMAIN_EVENT_SUSPENDED_PAUSED`: paused by a client (`virsh suspend`, Nova).
+const SUSPENDED_PAUSED: i32 = 0;
+
 impl FleetState {
     /// Applies a host worker's report.
     pub fn apply(&mut self, report: Report, now_ms: i64) -> Vec<Change> {
@@ -38,17 +45,35 @@ impl FleetState {
                 event,
             } => {
                 let id = self.active_by_vm.get(&vm_uuid).cloned();
-                match (id, event) {
-                    (Some(id), LifecycleEvent::Suspended(SUSPENDED_POSTCOPY))
-                        if self.migrations[&id].migration.source == host =>
-                    {
-                        if let Some(record) = self.migrations.get_mut(&id) {
-                            record.migration.state = MigrationState::PostCopy;
+                let Some((id, record)) = id.and_then(|id| {
+                    let record = self.migrations.get_mut(&id)?;
+                    (record.migration.source == host).then_some((id, record))
+                }) else {
+                    return Vec::new();
+                };
+                let outside = |what: &str| converge_api::ActionRecord {
+                    at_ms: now_ms,
+                    actor: OUTSIDE_ACTOR.into(),
+                    what: what.into(),
+                    reason: "not asked of Converge (virsh, Nova or another tool)".into(),
+                    result: "ok".into(),
+                };
+                match event {
+                    LifecycleEvent::Suspended(SUSPENDED_POSTCOPY) => {
+                        record.migration.state = MigrationState::PostCopy;
+                        if !record.asked_postcopy {
+                            record.push_action(outside("switched to post-copy"));
                         }
-                        self.changed(&id, None, true)
                     }
-                    _ => Vec::new(),
+                    LifecycleEvent::Suspended(SUSPENDED_PAUSED)
+                        if !record.asked_pause
+                            && record.migration.state == MigrationState::Running =>
+                    {
+                        record.push_action(outside("paused the guest"));
+                    }
+                    _ => return Vec::new(),
                 }
+                self.changed(&id, None, true)
             }
         }
     }
@@ -171,7 +196,11 @@ impl FleetState {
         let aborted = record.abort_requested;
         let (state, error) = match completed.as_ref().map(|s| s.kind) {
             Some(JobKind::Completed) => (MigrationState::Completed, None),
-            Some(JobKind::Cancelled) => (MigrationState::Aborted, Some("aborted".to_owned())),
+            Some(JobKind::Cancelled) if aborted => (
+                MigrationState::Aborted,
+                Some("aborted on request".to_owned()),
+            ),
+            Some(JobKind::Cancelled) => (MigrationState::Aborted, Some(ABORTED_OUTSIDE.to_owned())),
             Some(JobKind::Failed) => (
                 MigrationState::Failed,
                 Some(
@@ -203,6 +232,7 @@ impl FleetState {
             vm_uuid,
             result,
             connection_lost,
+            cancelled,
         } = report;
         let (host, vm_uuid) = (host.as_str(), vm_uuid.as_str());
         let Some(id) = self.latest_from(host, vm_uuid) else {
@@ -220,6 +250,12 @@ impl FleetState {
                 &id,
                 MigrationState::Aborted,
                 Some("aborted on request".into()),
+                now_ms,
+            ),
+            Err(message) if cancelled => self.finish(
+                &id,
+                MigrationState::Aborted,
+                Some(format!("{ABORTED_OUTSIDE} (libvirt: {message})")),
                 now_ms,
             ),
             Err(message) => self.finish(&id, MigrationState::Failed, Some(message), now_ms),

@@ -196,6 +196,7 @@ fn samples_run_a_started_migration_and_the_call_completes_it() {
             vm_uuid: VM.into(),
             result: Ok(()),
             connection_lost: false,
+            cancelled: false,
         }),
         800,
     );
@@ -233,6 +234,7 @@ fn an_abort_request_turns_a_failed_call_into_aborted() {
             vm_uuid: VM.into(),
             result: Err("operation aborted: canceled by client".into()),
             connection_lost: false,
+            cancelled: false,
         }),
         50,
     );
@@ -256,6 +258,7 @@ fn a_failed_call_without_abort_is_a_failure_with_libvirts_reason() {
             vm_uuid: VM.into(),
             result: Err("unable to connect to server".into()),
             connection_lost: false,
+            cancelled: false,
         }),
         50,
     );
@@ -275,6 +278,7 @@ fn a_lost_connection_leaves_the_outcome_to_the_job_itself() {
             vm_uuid: VM.into(),
             result: Err("End of file while reading data".into()),
             connection_lost: true,
+            cancelled: false,
         }),
         200,
     );
@@ -664,5 +668,82 @@ fn a_ceiling_of_post_copy_aborts_a_migration_that_may_not_switch() {
         acted[0].reason.contains("post-copy was not allowed"),
         "{}",
         acted[0].reason
+    );
+}
+
+#[test]
+fn an_abort_nobody_here_asked_for_is_recorded_as_done_outside() {
+    // Started here, cancelled by `virsh domjobabort`: the call says the job was aborted.
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    let changes = f.apply(
+        Report::MigrateReturned(MigrateReturnedReport {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            result: Err("operation aborted: migration out job: canceled by client".into()),
+            connection_lost: false,
+            cancelled: true,
+        }),
+        500,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Aborted);
+    assert!(
+        m.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("aborted outside Converge")),
+        "{:?}",
+        m.error
+    );
+
+    // Found running (started with virsh), then cancelled: the last job says so.
+    let mut f = fleet();
+    f.apply(sample(None, 900), 1_000);
+    let changes = f.apply(
+        Report::JobEnded(JobEndedReport {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            completed: Some(stats(JobKind::Cancelled, &[])),
+            domain_gone: false,
+        }),
+        2_000,
+    );
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::Aborted);
+    assert_eq!(m.error.as_deref(), Some("aborted outside Converge"));
+}
+
+#[test]
+fn a_switch_to_post_copy_is_named_outside_only_when_converge_did_not_ask() {
+    let postcopy = || Report::Lifecycle {
+        host: "a".into(),
+        vm_uuid: VM.into(),
+        event: LifecycleEvent::Suspended(super::SUSPENDED_POSTCOPY),
+    };
+    let mut f = fleet();
+    f.apply(sample(None, 900), 1_000);
+    let changes = f.apply(postcopy(), 2_000);
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::PostCopy);
+    let outside = m.actions.iter().find(|a| a.actor == "outside Converge");
+    assert_eq!(
+        outside.map(|a| a.what.as_str()),
+        Some("switched to post-copy")
+    );
+
+    let mut f = fleet();
+    f.apply(sample(None, 900), 1_000);
+    let id = f.migrations()[0].id.clone();
+    f.note_request(
+        &id,
+        crate::fleet::ActKind::Lever(converge_api::LeverChange::PostCopy),
+    );
+    let changes = f.apply(postcopy(), 2_000);
+    let m = published_migration(&changes).unwrap();
+    assert_eq!(m.state, MigrationState::PostCopy);
+    assert!(
+        m.actions.iter().all(|a| a.actor != "outside Converge"),
+        "{:?}",
+        m.actions
     );
 }

@@ -4,6 +4,7 @@
 
 mod audiences;
 mod cards;
+mod concurrency;
 mod control;
 mod forecast;
 mod harness;
