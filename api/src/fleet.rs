@@ -85,4 +85,7 @@ pub struct Vm {
     pub migration_id: Option<String>,
     /// The project it belongs to (from the configuration, or Nova's metadata).
     pub project: Option<String>,
+    /// OpenStack Nova manages it (its domain carries Nova's metadata): it is moved
+    /// through Nova, not started from Converge, unless its host allows it.
+    pub nova_managed: bool,
 }

@@ -5,7 +5,8 @@
 //! 2. the host reports already queued are applied, then that loop ends;
 //! 3. starts and actions under way finish (their records and audit rows are completed),
 //!    no queued one is begun;
-//! 4. the history's queued writes land, then its writer ends;
+//! 4. the migrations under way are written as they stand, with their latest sample;
+//!    the history's queued writes land, then its writer ends;
 //! 5. the host worker threads are joined.
 //!
 //! Nothing here is spawned by a constructor and forgotten: every task's handle is kept
@@ -99,8 +100,10 @@ impl Background {
         )
         .await;
         bounded("the session sweep", self.sessions).await;
-        // Nothing that changes the fleet runs any more: close the history after its
-        // last write.
+        // Nothing that changes the fleet runs any more: write the migrations under way as
+        // they stand (with their latest sample), then close the history after its last
+        // write.
+        self.fleet.update(|fleet, _| fleet.snapshot_active());
         self.fleet.close_history();
         bounded("writing the history's last changes", self.history).await;
         let threads = self.executor.hypervisors().take_threads();

@@ -131,7 +131,7 @@ pub struct MigrationsConfig {
 }
 
 /// Shortest and longest ceiling accepted, seconds.
-pub const MAX_DURATION_RANGE_S: std::ops::RangeInclusive<u64> = 60..=7 * 24 * 3600;
+pub const MAX_DURATION_RANGE_S: std::ops::RangeInclusive<u64> = 10..=7 * 24 * 3600;
 
 impl Default for MigrationsConfig {
     fn default() -> Self {

@@ -88,6 +88,17 @@ impl MigrationRecord {
 
     /// Whether the sample just added goes to the history (one every few seconds, and
     /// every one read at a pass boundary).
+    /// The latest sample, if the history does not have it yet (marked as stored now).
+    pub(crate) fn take_unstored_last(&mut self) -> Option<Sample> {
+        let last = self.migration.last_sample.clone()?;
+        if last.at_ms == self.last_stored_at_ms {
+            return None;
+        }
+        self.last_stored_at_ms = last.at_ms;
+        self.stored_samples += 1;
+        Some(last)
+    }
+
     pub(crate) fn store_decision(&mut self, boundary: bool) -> StoreSample {
         let Some(at) = self.migration.last_sample.as_ref().map(|s| s.at_ms) else {
             return StoreSample::default();

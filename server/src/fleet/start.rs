@@ -101,6 +101,7 @@ impl Executor {
         if let Some(why) = refusal(&lint(&settings, plan.memory_bytes)) {
             return Err(Refusal::Invalid(why).into());
         }
+        self.refuse_nova_managed(&plan)?;
         let (Some(source), Some(destination)) = (
             self.hypervisors.get(&plan.source),
             self.hypervisors.get(&plan.destination),
@@ -221,6 +222,30 @@ impl Executor {
         }
         let current = self.fleet.read().migration(&migration.id).cloned();
         Ok(current.unwrap_or(migration))
+    }
+}
+
+impl Executor {
+    /// Nova keeps its own record of where each instance runs: a move made with libvirt
+    /// alone leaves it pointing at the old host (and its next action on the instance
+    /// goes wrong). So a VM with Nova's metadata is moved through Nova, unless its host
+    /// says no Nova runs there (`hosts[].start_nova_managed`). Watching such a migration,
+    /// moving its levers and aborting it are what Nova's own monitor does, and stay open.
+    fn refuse_nova_managed(&self, plan: &super::StartPlan) -> Result<(), Refusal> {
+        let allowed = self
+            .hypervisors
+            .get(&plan.source)
+            .is_some_and(|h| h.config.start_nova_managed);
+        if plan.nova_managed && !allowed {
+            return Err(Refusal::Invalid(format!(
+                "{} is managed by OpenStack Nova: moving it with libvirt alone would leave \
+                 Nova's records pointing at {}. Move it through Nova: openstack server \
+                 migrate --live-migration --host {} {} (its instance UUID). Where no \
+                 Nova runs, set start_nova_managed = true on host {} to allow it here.",
+                plan.vm_name, plan.source, plan.destination, plan.vm_uuid, plan.source
+            )));
+        }
+        Ok(())
     }
 }
 

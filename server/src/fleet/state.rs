@@ -105,6 +105,8 @@ pub struct StartPlan {
     pub destination: String,
     /// The VM's memory, bytes.
     pub memory_bytes: u64,
+    /// OpenStack Nova manages the VM.
+    pub nova_managed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -361,7 +363,29 @@ impl FleetState {
             source,
             destination: destination.to_owned(),
             memory_bytes: domain.memory_bytes,
+            nova_managed: domain.nova.is_some(),
         })
+    }
+
+    /// Writes every migration under way as it stands, with its latest sample (at
+    /// shutdown: the history then ends where the live view did).
+    pub fn snapshot_active(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for id in self.active_by_vm.values() {
+            let Some(record) = self.migrations.get_mut(id) else {
+                continue;
+            };
+            changes.push(Change::Persist(HistoryWrite::Migration(
+                record.migration.clone(),
+            )));
+            if let Some(sample) = record.take_unstored_last() {
+                changes.push(Change::Persist(HistoryWrite::Sample {
+                    migration_id: id.clone(),
+                    sample,
+                }));
+            }
+        }
+        changes
     }
 
     /// Records a migration Converge is about to start.
@@ -433,6 +457,7 @@ impl FleetState {
                     memory_bytes: d.memory_bytes,
                     vcpus: d.vcpus,
                     migration_id,
+                    nova_managed: d.nova.is_some(),
                 }
             })
             .collect()

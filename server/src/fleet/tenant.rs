@@ -33,6 +33,7 @@ pub(crate) fn vm_or_last_seen(fleet: &FleetState, uuid: &str) -> Option<Vm> {
         vcpus: 0,
         migration_id: None,
         project: Some(project.to_owned()),
+        nova_managed: false,
     })
 }
 

@@ -48,6 +48,7 @@ fn vm() -> Vm {
         vcpus: 2,
         migration_id: Some("m1".into()),
         project: Some("acme".into()),
+        nova_managed: false,
     }
 }
 

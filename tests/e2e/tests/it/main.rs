@@ -10,5 +10,6 @@ mod forecast;
 mod harness;
 mod login;
 mod migration;
+mod outside;
 mod restart;
 mod streams;
