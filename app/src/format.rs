@@ -87,5 +87,15 @@ pub fn clock(unix_ms: i64) -> String {
     )
 }
 
+/// The preset a migration started from and the settings its start changed: `converge`,
+/// `converge, changed: bandwidth_mib_s`; `–` for one found running.
+pub fn preset(preset: Option<&str>, changed: Option<&[String]>) -> String {
+    match (preset, changed) {
+        (Some(p), Some(c)) if !c.is_empty() => format!("{p}, changed: {}", c.join(", ")),
+        (Some(p), _) => p.to_owned(),
+        (None, _) => "–".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

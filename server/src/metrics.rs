@@ -115,6 +115,21 @@ pub fn render(
     }
     family(
         &mut out,
+        "converge_host_degraded",
+        "gauge",
+        "1 while a libvirt call to the host has gone unanswered for longer than its bound.",
+    );
+    for h in hosts {
+        let degraded = u8::from(h.degraded.is_some());
+        sample(
+            &mut out,
+            "converge_host_degraded",
+            &[("host", &h.name)],
+            degraded,
+        );
+    }
+    family(
+        &mut out,
         "converge_host_vms",
         "gauge",
         "VMs libvirt lists on the host.",

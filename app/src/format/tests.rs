@@ -1,7 +1,7 @@
 //! Figures as the user reads them: the right unit, and a number that is the value rounded
 //! to its last digit, whatever the value.
 
-use super::{GIB, KIB, MIB, bytes, duration_ms, pct, rate};
+use super::{GIB, KIB, MIB, bytes, duration_ms, pct, preset, rate};
 
 /// A size or rate as written: its number, its unit in bytes, and its decimals.
 fn read(text: &str) -> (f64, u64, usize) {
@@ -236,4 +236,16 @@ fn only_all_of_it_reads_a_hundred_percent() {
     assert_eq!(pct(99.6), "99 %");
     assert_eq!(pct(99.999), "99 %");
     assert_eq!(pct(100.0), "100 %");
+}
+
+#[test]
+fn the_preset_names_what_the_start_changed() {
+    let changed = vec!["bandwidth_mib_s".to_owned(), "deadline.stall_s".to_owned()];
+    assert_eq!(
+        preset(Some("converge"), Some(&changed)),
+        "converge, changed: bandwidth_mib_s, deadline.stall_s"
+    );
+    assert_eq!(preset(Some("nova"), Some(&[])), "nova");
+    assert_eq!(preset(Some("nova"), None), "nova");
+    assert_eq!(preset(None, None), "–");
 }

@@ -98,7 +98,7 @@ fn Hosts(live: Live) -> impl IntoView {
                         <span class="host-state">{state}</span>
                         <span class="muted">{format!("{} VMs", h.vm_count)}</span>
                         {h.libvirt_version.map(|v| view! { <span class="muted">"libvirt " {v}</span> })}
-                        {h.error.map(|e| { let title = e.clone(); view! { <span class="host-error" title=title>{e}</span> } })}
+                        {h.degraded.or(h.error).map(|e| { let title = e.clone(); view! { <span class="host-error" title=title>{e}</span> } })}
                     </li>
                 }
             }).collect_view()}
@@ -124,7 +124,7 @@ fn VmTable(live: Live, can_operate: bool, on_migrate: Callback<Vm>) -> impl Into
                             let row = vm.clone();
                             view! {
                                 <tr data-vm=vm.name.clone()>
-                                    <td>{vm.name.clone()}</td>
+                                    <td>{vm.name.clone()}{vm.nova_managed.then_some(" (Nova)")}</td>
                                     <td>{vm.host.clone()}</td>
                                     <td>{vm_state(vm.state, vm.migration_id.is_some())}</td>
                                     <td>{format::bytes(vm.memory_bytes)}</td>

@@ -53,7 +53,7 @@ fn row(m: Migration) -> impl IntoView {
         <tr data-migration=m.id.clone()>
             <td><a href=target.path() on:click=route::link(target.clone())>{m.vm_name.clone()}</a></td>
             <td>{format!("{} → {}", m.source, m.destination.clone().unwrap_or_else(|| "?".into()))}</td>
-            <td>{m.preset.clone().unwrap_or_else(|| "–".into())}</td>
+            <td>{format::preset(m.preset.as_deref(), m.settings_changed.as_deref())}</td>
             <td class=format!("outcome-{}", if m.state == MigrationState::Completed { "ok" } else { "bad" })>{outcome}</td>
             <td>{took.map(format::duration_ms).unwrap_or_else(|| "–".into())}</td>
             <td>{f.downtime_ms.map(format::duration_ms).unwrap_or_else(|| "–".into())}</td>

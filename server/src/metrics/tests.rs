@@ -148,10 +148,9 @@ fn get(samples: &Samples, name: &str, labels: Vec<(String, String)>) -> f64 {
 
 #[test]
 fn the_fleet_and_its_running_migrations_are_exposed() {
-    let hosts = [
-        host("a", HostState::Connected, 3),
-        host("b", HostState::Disconnected, 0),
-    ];
+    let mut degraded = host("a", HostState::Connected, 3);
+    degraded.degraded = Some("degraded: libvirt has not answered virDomainGetState for 4 s".into());
+    let hosts = [degraded, host("b", HostState::Disconnected, 0)];
     let mut done = running("old", Some(Verdict::Converging));
     done.state = MigrationState::Completed;
     let mut post = running("db", None);
@@ -170,6 +169,8 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
     assert_eq!(get(&s, "converge_host_up", host_label("a")), 1.0);
     assert_eq!(get(&s, "converge_host_up", host_label("b")), 0.0);
     assert_eq!(get(&s, "converge_host_vms", host_label("a")), 3.0);
+    assert_eq!(get(&s, "converge_host_degraded", host_label("a")), 1.0);
+    assert_eq!(get(&s, "converge_host_degraded", host_label("b")), 0.0);
     assert_eq!(get(&s, "converge_migrations_running", vec![]), 3.0);
     let outcome = |o: &str| vec![("outcome".to_owned(), o.to_owned())];
     assert_eq!(

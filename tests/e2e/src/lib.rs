@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod client;
 pub mod fleet;
+pub mod samples;
 pub mod server;
 
 use std::path::PathBuf;

@@ -5,13 +5,13 @@
 //! their end.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{start_with, state, vm_uuid, wait_connected, wait_sampled, wait_until};
+use converge_e2e::samples::{Recorder, Seen, gaps, now_ms, percentile};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
-use converge_testkit::SseReader;
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -22,99 +22,6 @@ const INTERVAL_MS: i64 = 500;
 async fn lab_server() -> TestServer {
     let config = HOSTS_CONFIG.replace("interval_ms = 250", &format!("interval_ms = {INTERVAL_MS}"));
     TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), &config).await
-}
-
-/// One `migration` event's sample as the stream delivered it.
-#[derive(Debug, Clone)]
-struct Seen {
-    id: String,
-    vm_uuid: String,
-    at_ms: i64,
-}
-
-/// Every sampled `migration` event and every `host` event of a live stream, until dropped.
-struct Recorder {
-    samples: Arc<Mutex<Vec<Seen>>>,
-    hosts: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Recorder {
-    async fn open(base: &str, cookie: &str) -> Self {
-        let mut reader = SseReader::open(base, cookie, None).await.reader;
-        reader.patience = Duration::from_secs(600);
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let hosts = Arc::new(Mutex::new(Vec::new()));
-        let (s, h) = (samples.clone(), hosts.clone());
-        let task = tokio::spawn(async move {
-            while let Some(event) = reader.next().await {
-                let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
-                    continue;
-                };
-                match event.event.as_str() {
-                    "migration" if !data["sample"].is_null() => {
-                        s.lock().unwrap().push(Seen {
-                            id: data["migration"]["id"].as_str().unwrap_or_default().into(),
-                            vm_uuid: data["migration"]["vm_uuid"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .into(),
-                            at_ms: data["sample"]["at_ms"].as_i64().unwrap_or_default(),
-                        });
-                    }
-                    "host" => h.lock().unwrap().push(data["host"].clone()),
-                    _ => {}
-                }
-            }
-        });
-        Self {
-            samples,
-            hosts,
-            task,
-        }
-    }
-
-    fn samples(&self) -> Vec<Seen> {
-        self.samples.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Gaps between consecutive readings of migration `id` taken in `[from_ms, to_ms]`, ms.
-fn gaps(seen: &[Seen], id: &str, from_ms: i64, to_ms: i64) -> Vec<i64> {
-    let mut at: Vec<i64> = seen
-        .iter()
-        .filter(|s| s.id == id && (from_ms..=to_ms).contains(&s.at_ms))
-        .map(|s| s.at_ms)
-        .collect();
-    at.sort_unstable();
-    at.dedup();
-    at.windows(2).map(|w| w[1] - w[0]).collect()
-}
-
-fn percentile(values: &[i64], p: f64) -> i64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// Aborts migration `id`; returns how long the request took.
@@ -434,9 +341,15 @@ async fn a_frozen_destination_is_shown_degraded_and_its_source_keeps_sampling() 
     lab.remove_all_vms().await;
 }
 
-/// Sends a start request over a socket of its own and hangs up at once, before any
+/// Sends a start request over a socket of its own and hangs up `after` it, before any
 /// answer.
-async fn start_and_hang_up(base: &str, cookie: &str, vm_uuid: &str, destination: &str) {
+async fn start_and_hang_up(
+    base: &str,
+    cookie: &str,
+    vm_uuid: &str,
+    destination: &str,
+    after: Duration,
+) {
     let addr = base.trim_start_matches("http://");
     let body = json!({ "vm_uuid": vm_uuid, "destination": destination, "preset": "converge-safe" })
         .to_string();
@@ -447,6 +360,7 @@ async fn start_and_hang_up(base: &str, cookie: &str, vm_uuid: &str, destination:
     );
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(after).await;
     drop(socket);
 }
 
@@ -467,35 +381,55 @@ async fn starts_whose_client_hangs_up_run_to_their_end() {
     for (name, destination) in vms {
         targets.push((vm_uuid(&operator, name, "a").await, destination));
     }
-    // 51 requests, 17 per VM, all at once; every client hangs up before the answer.
-    let requests = targets.iter().cycle().take(51).map(|(uuid, destination)| {
-        start_and_hang_up(&server.url, &operator.cookie, uuid, destination)
-    });
+    // 51 requests, 17 per VM, all at once; each client hangs up before the answer, at
+    // a different moment (0 to 150 ms after sending): some before the server has done
+    // anything (then nothing happens), some in the middle of the start's writes and calls.
+    let requests = targets
+        .iter()
+        .cycle()
+        .take(51)
+        .enumerate()
+        .map(|(i, (uuid, destination))| {
+            let after = Duration::from_millis(3 * i as u64);
+            start_and_hang_up(&server.url, &operator.cookie, uuid, destination, after)
+        });
     futures_util::future::join_all(requests).await;
 
-    // One migration per VM started (the others found it migrating) and each finished.
+    // Whatever began ran to its end: no migration is left starting, every one that began
+    // completed, and each VM runs where its migration (if any) put it.
     let deadline = Instant::now() + Duration::from_secs(120);
     let migrations = loop {
         let migrations = operator.get("/api/migrations").await;
         let list = migrations.as_array().unwrap().clone();
-        let settled = list.len() == vms.len()
-            && list
-                .iter()
-                .all(|m| !matches!(m["state"].as_str(), Some("starting" | "running")));
+        let settled = list
+            .iter()
+            .all(|m| !matches!(m["state"].as_str(), Some("starting" | "running")));
         if settled {
             break list;
         }
         assert!(Instant::now() < deadline, "not settled: {migrations}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    for m in &migrations {
-        assert_eq!(m["state"], "completed", "{m}");
-    }
-    for (name, destination) in vms {
-        assert_eq!(
-            lab.state_on(destination, name).await.as_deref(),
-            Some("running")
-        );
+    assert!(
+        !migrations.is_empty(),
+        "no start got as far as its first write: the test proved nothing"
+    );
+    println!(
+        "hung-up starts: {} of {} VMs' migrations began and ran to their end",
+        migrations.len(),
+        vms.len()
+    );
+    for ((name, destination), (uuid, _)) in vms.iter().zip(&targets) {
+        match migrations.iter().find(|m| m["vm_uuid"] == uuid.as_str()) {
+            Some(m) => {
+                assert_eq!(m["state"], "completed", "{m}");
+                assert_eq!(
+                    lab.state_on(destination, name).await.as_deref(),
+                    Some("running")
+                );
+            }
+            None => assert_eq!(lab.state_on("a", name).await.as_deref(), Some("running")),
+        }
     }
     // No VM is left marked as migrating, and no audit row is left pending.
     let listed = operator.get("/api/vms").await;
