@@ -191,92 +191,44 @@ unsafe extern "C" fn free_close(opaque: *mut c_void) {
 /// Nova's namespace for the `<nova:instance>` element it writes into a domain's metadata.
 pub(crate) const NOVA_NS: &str = "http://openstack.org/xmlns/libvirt/nova/1.1";
 
-/// Nova's instance element in `xml` (a whole domain XML, or the metadata element
-/// itself); `None` without one or with malformed XML.
-pub(crate) fn nova_instance(xml: &str) -> Option<NovaInstance> {
-    let doc = roxmltree::Document::parse(xml).ok()?;
-    let is_nova = |node: &roxmltree::Node<'_, '_>, name: &str| {
-        node.is_element()
-            && node.tag_name().name() == name
-            && node.tag_name().namespace() == Some(NOVA_NS)
+/// Nova's instance element as `virDomainGetMetadata` returns it for Nova's namespace:
+/// `<instance>` with `<name>` and `<owner><project uuid>`, the namespace already dropped
+/// by libvirt (it was the question). `None` for anything else or malformed XML.
+pub(crate) fn nova_instance(element: &str) -> Option<NovaInstance> {
+    let doc = roxmltree::Document::parse(element).ok()?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "instance" {
+        return None;
+    }
+    fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
+        node.children()
+            .find(|n| n.is_element() && n.tag_name().name() == name)
+    }
+    let text = |value: Option<&str>| {
+        value
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     };
-    let instance = doc.descendants().find(|n| is_nova(n, "instance"))?;
-    let name = instance
-        .children()
-        .find(|n| is_nova(n, "name"))
-        .and_then(|n| n.text())
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned);
     Some(NovaInstance {
-        project: nova_project(xml),
-        name,
+        project: text(
+            child(root, "owner")
+                .and_then(|owner| child(owner, "project"))
+                .and_then(|project| project.attribute("uuid")),
+        ),
+        name: text(child(root, "name").and_then(|n| n.text())),
     })
-}
-
-/// The project UUID in Nova's metadata: `<nova:instance>` → `<nova:owner>` →
-/// `<nova:project uuid="…">`. `None` without that metadata or with malformed XML.
-pub(crate) fn nova_project(domain_xml: &str) -> Option<String> {
-    let doc = roxmltree::Document::parse(domain_xml).ok()?;
-    let nova = |node: &roxmltree::Node<'_, '_>, name: &str| {
-        node.is_element()
-            && node.tag_name().name() == name
-            && node.tag_name().namespace() == Some(NOVA_NS)
-    };
-    let project = doc.descendants().find(|n| {
-        nova(n, "project")
-            && n.parent().is_some_and(|owner| {
-                nova(&owner, "owner") && owner.parent().is_some_and(|i| nova(&i, "instance"))
-            })
-    })?;
-    project
-        .attribute("uuid")
-        .map(str::trim)
-        .filter(|uuid| !uuid.is_empty())
-        .map(str::to_owned)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{NovaInstance, nova_instance, nova_project};
+    use super::{NovaInstance, nova_instance};
 
     #[test]
-    fn the_project_is_read_from_novas_metadata() {
-        let xml = r#"<domain type="kvm"><name>web-1</name><metadata>
-            <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
-              <nova:name>web-1</nova:name>
-              <nova:owner>
-                <nova:user uuid="u-1">alice</nova:user>
-                <nova:project uuid="8b1f3c0e-acme">acme</nova:project>
-              </nova:owner>
-            </nova:instance></metadata></domain>"#;
-        assert_eq!(nova_project(xml).as_deref(), Some("8b1f3c0e-acme"));
-    }
-
-    #[test]
-    fn anything_else_is_no_project() {
-        assert_eq!(nova_project("<domain><name>x</name></domain>"), None);
-        assert_eq!(nova_project("not xml"), None);
-        // A `project` outside Nova's namespace, or not under its owner, is not Nova's.
-        assert_eq!(
-            nova_project(
-                r#"<domain><metadata><instance><owner><project uuid="p"/></owner></instance></metadata></domain>"#
-            ),
-            None
-        );
-        assert_eq!(
-            nova_project(
-                r#"<domain><metadata><n:instance xmlns:n="http://openstack.org/xmlns/libvirt/nova/1.1"><n:project uuid="p"/></n:instance></metadata></domain>"#
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn the_metadata_element_alone_is_read_too() {
-        // What virDomainGetMetadata returns: the instance element, Nova's namespace as
-        // the default one.
-        let element = r#"<instance xmlns="http://openstack.org/xmlns/libvirt/nova/1.1">
+    fn the_metadata_element_is_read_as_libvirt_returns_it() {
+        // What virDomainGetMetadata returns for Nova's namespace: no namespace left.
+        let element = r#"<instance>
+              <package version="converge-lab"/>
               <name>web-1</name>
               <owner><user uuid="u-1">alice</user><project uuid="p-9">acme</project></owner>
             </instance>"#;
@@ -287,6 +239,13 @@ mod tests {
                 name: Some("web-1".into()),
             })
         );
-        assert_eq!(nova_instance("<instance/>"), None, "not Nova's namespace");
+        // With the namespace kept, the same.
+        let prefixed = r#"<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:owner><nova:project uuid="p"/></nova:owner></nova:instance>"#;
+        assert_eq!(
+            nova_instance(prefixed).and_then(|i| i.project).as_deref(),
+            Some("p")
+        );
+        assert_eq!(nova_instance("<domain/>"), None);
+        assert_eq!(nova_instance("not xml"), None);
     }
 }

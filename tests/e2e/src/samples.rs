@@ -24,6 +24,8 @@ pub struct Recorder {
     samples: Arc<Mutex<Vec<Seen>>>,
     /// Every `host` event's host, in order.
     pub hosts: Arc<Mutex<Vec<Value>>>,
+    /// Every pass boundary announced, as (migration, iteration).
+    pub iterations: Arc<Mutex<Vec<(String, u64)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,7 +36,8 @@ impl Recorder {
         reader.patience = Duration::from_secs(600);
         let samples = Arc::new(Mutex::new(Vec::new()));
         let hosts = Arc::new(Mutex::new(Vec::new()));
-        let (s, h) = (samples.clone(), hosts.clone());
+        let iterations = Arc::new(Mutex::new(Vec::new()));
+        let (s, h, i) = (samples.clone(), hosts.clone(), iterations.clone());
         let task = tokio::spawn(async move {
             while let Some(event) = reader.next().await {
                 let Ok(data) = serde_json::from_str::<Value>(&event.data) else {
@@ -42,6 +45,10 @@ impl Recorder {
                 };
                 match event.event.as_str() {
                     "migration" if !data["sample"].is_null() => {
+                        if let Some(iteration) = data["iteration"]["iteration"].as_u64() {
+                            let id = data["migration"]["id"].as_str().unwrap_or_default();
+                            i.lock().unwrap().push((id.to_owned(), iteration));
+                        }
                         s.lock().unwrap().push(Seen {
                             id: data["migration"]["id"].as_str().unwrap_or_default().into(),
                             vm_uuid: data["migration"]["vm_uuid"]
@@ -59,6 +66,7 @@ impl Recorder {
         Self {
             samples,
             hosts,
+            iterations,
             task,
         }
     }
