@@ -90,11 +90,12 @@ pub fn clock(unix_ms: i64) -> String {
 /// The preset a migration started from and the settings its start changed: `converge`,
 /// `converge, changed: bandwidth_mib_s`; `–` for one found running.
 pub fn preset(preset: Option<&str>, changed: Option<&[String]>) -> String {
-    match (preset, changed) {
-        (Some(p), Some(c)) if !c.is_empty() => format!("{p}, changed: {}", c.join(", ")),
-        (Some(p), _) => p.to_owned(),
-        (None, _) => "–".into(),
+    let mut text = preset.unwrap_or("–").to_owned();
+    for (i, field) in changed.unwrap_or_default().iter().enumerate() {
+        text.push_str(if i == 0 { ", changed: " } else { ", " });
+        text.push_str(field);
     }
+    text
 }
 
 #[cfg(test)]

@@ -76,9 +76,9 @@ pub fn MigrationCard(
                 <h3>{move || m().vm_name}</h3>
                 <span class="route">
                     {move || m().source} " → " {move || m().destination.unwrap_or_else(|| "?".into())}
+                    " · " {move || { let m = m(); format::preset(m.preset.as_deref(), m.settings_changed.as_deref()) }}
                 </span>
                 <span class=move || format!("badge state-{}", state_class(state()))>{move || state_label(state())}</span>
-                <span class="muted" data-testid="preset">{move || { let m = m(); format::preset(m.preset.as_deref(), m.settings_changed.as_deref()) }}</span>
             </header>
             <dl class="figures">
                 <div><dt>"Elapsed"</dt><dd>{move || last().map(|s| format::duration_ms(s.elapsed_ms)).unwrap_or_else(|| "–".into())}</dd></div>

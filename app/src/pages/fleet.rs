@@ -124,7 +124,7 @@ fn VmTable(live: Live, can_operate: bool, on_migrate: Callback<Vm>) -> impl Into
                             let row = vm.clone();
                             view! {
                                 <tr data-vm=vm.name.clone()>
-                                    <td>{vm.name.clone()}{vm.nova_managed.then_some(" (Nova)")}</td>
+                                    <td>{vm.name.clone() + if vm.nova_managed { " (Nova)" } else { "" }}</td>
                                     <td>{vm.host.clone()}</td>
                                     <td>{vm_state(vm.state, vm.migration_id.is_some())}</td>
                                     <td>{format::bytes(vm.memory_bytes)}</td>

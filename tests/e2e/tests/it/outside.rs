@@ -1,14 +1,15 @@
 //! Migrations Converge did not start, and what others do to migrations it did, on the
 //! real lab: a Nova-managed VM is not moved behind Nova's back but is watched, steered and
 //! stopped like any other; the server's ceiling stops a migration someone started with
-//! virsh; an abort made with virsh is recorded as made outside.
+//! virsh; partial start settings keep the preset's deadline; an abort made with virsh is
+//! recorded as made outside.
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid, wait_connected, wait_sampled, wait_until};
+use converge_e2e::fleet::{state, vm_uuid, wait_connected, wait_sampled, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use reqwest::Method;
@@ -133,10 +134,37 @@ async fn migrations_from_outside_are_watched_steered_capped_and_named() {
     let _ = outside.join();
     assert_eq!(lab.state_on("a", "nv").await.as_deref(), Some("running"));
 
-    // Started here, aborted with virsh: recorded as done outside, not as a failure.
+    // Started here with partial settings: a patch over the preset, whose deadline stays.
     let ob = vm_uuid(&operator, "ob", "a").await;
-    let id = start_with(&operator, &ob, "b", json!({ "bandwidth_mib_s": 4 })).await;
+    let (status, started) = operator
+        .post(
+            "/api/migrations",
+            json!({ "vm_uuid": ob, "destination": "b", "preset": "converge-safe",
+                    "settings": { "bandwidth_mib_s": 4 } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let presets = operator.get("/api/presets").await;
+    let safe = presets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "converge-safe")
+        .unwrap();
+    assert_eq!(
+        started["settings"]["deadline"],
+        safe["settings"]["deadline"]
+    );
+    assert!(
+        started["settings"]["deadline"]["completion_max_s"].is_u64(),
+        "{started}"
+    );
+    assert_eq!(started["settings"]["bandwidth_mib_s"], 4);
+    assert_eq!(started["preset"], "converge-safe");
+    assert_eq!(started["settings_changed"], json!(["bandwidth_mib_s"]));
+    let id = started["id"].as_str().unwrap().to_owned();
     wait_sampled(&operator, &id).await;
+    // Aborted with virsh: recorded as done outside, not as a failure.
     assert!(virsh_a(&["domjobabort", "ob"]).status.success());
     let ended = wait_until(&operator, &id, Duration::from_secs(60), "ended", |d| {
         !matches!(state(d), "starting" | "running")
