@@ -81,6 +81,22 @@ pub struct Act {
     pub reason: String,
 }
 
+impl Act {
+    /// What the policy decided to do to migration `m` (on its source), and why.
+    pub fn by_policy(m: &converge_api::Migration, kind: ActKind, reason: String) -> Self {
+        Self {
+            migration_id: m.id.clone(),
+            vm_uuid: m.vm_uuid.clone(),
+            vm_name: m.vm_name.clone(),
+            host: m.source.clone(),
+            kind,
+            actor: super::POLICY_ACTOR.into(),
+            client_addr: None,
+            reason,
+        }
+    }
+}
+
 /// Carries out starts and actions; cheap to clone.
 ///
 /// Each runs on a task of its own, tracked here: once begun it runs to its end whatever

@@ -281,22 +281,32 @@ impl FleetState {
 
     /// The VM with this UUID as a host lists it now.
     pub fn vm(&self, vm_uuid: &str) -> Option<Vm> {
-        self.hosts.values().find_map(|e| {
+        let copies = self.hosts.values().filter_map(|e| {
             e.domains
                 .iter()
                 .find(|d| d.uuid == vm_uuid)
                 .and_then(|d| self.vms_of(&e.host.name, std::slice::from_ref(d)).pop())
-        })
+        });
+        // Mid-migration the VM is listed twice: where it runs, and paused where it goes.
+        copies.min_by_key(|vm| vm.state == VmState::Incoming)
     }
 
-    /// The VMs of these projects, by name.
+    /// The VMs of these projects, by name; one entry per VM (mid-migration, the copy
+    /// where it runs, not the one waiting where it goes).
     pub fn vms_in(&self, projects: &[String]) -> Vec<Vm> {
         let mut vms: Vec<Vm> = self
             .vms()
             .into_iter()
             .filter(|vm| vm.project.as_ref().is_some_and(|p| projects.contains(p)))
             .collect();
-        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        vms.sort_by(|a, b| {
+            (&a.name, &a.uuid, a.state == VmState::Incoming).cmp(&(
+                &b.name,
+                &b.uuid,
+                b.state == VmState::Incoming,
+            ))
+        });
+        vms.dedup_by(|later, first| later.uuid == first.uuid);
         vms
     }
 
@@ -550,18 +560,11 @@ impl FleetState {
                 && record.paused_by_policy
                 && let Some(destination) = m.destination.clone()
             {
-                resume = Some(Act {
-                    migration_id: id.to_owned(),
-                    vm_uuid: m.vm_uuid.clone(),
-                    vm_name: m.vm_name.clone(),
-                    host: destination.clone(),
-                    kind: ActKind::Resume,
-                    actor: crate::fleet::POLICY_ACTOR.into(),
-                    client_addr: None,
-                    reason: format!(
-                        "the guest was paused to force switchover; resume it on {destination}"
-                    ),
-                });
+                let reason =
+                    format!("the guest was paused to force switchover; resume it on {destination}");
+                let mut act = Act::by_policy(m, ActKind::Resume, reason);
+                act.host = destination;
+                resume = Some(act);
             }
             self.finished.push_back(id.to_owned());
             while self.finished.len() > KEEP_FINISHED {

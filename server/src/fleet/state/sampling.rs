@@ -92,21 +92,13 @@ fn at_ceiling(record: &mut MigrationRecord, ceiling: Ceiling, now_ms: i64) -> Op
             " (post-copy was not allowed when it started, so: abort)",
         ),
     };
-    Some(Act {
-        migration_id: m.id.clone(),
-        vm_uuid: m.vm_uuid.clone(),
-        vm_name: m.vm_name.clone(),
-        host: m.source.clone(),
-        kind,
-        actor: crate::fleet::POLICY_ACTOR.into(),
-        client_addr: None,
-        reason: format!(
-            "ran {} s, past the server's ceiling for any migration of {} s \
-             (migrations.max_duration_s){fallback}",
-            ran_ms / 1000,
-            ceiling.max_ms / 1000
-        ),
-    })
+    let reason = format!(
+        "ran {} s, past the server's ceiling for any migration of {} s \
+         (migrations.max_duration_s){fallback}",
+        ran_ms / 1000,
+        ceiling.max_ms / 1000
+    );
+    Some(Act::by_policy(m, kind, reason))
 }
 
 /// Keeps the last known value of a lever whose read-back failed this time.
@@ -166,16 +158,7 @@ fn run_policy(record: &mut MigrationRecord, now_ms: i64) -> Vec<Act> {
                     format!("{prefix}{reason}"),
                 ),
             };
-            Act {
-                migration_id: m.id.clone(),
-                vm_uuid: m.vm_uuid.clone(),
-                vm_name: m.vm_name.clone(),
-                host: m.source.clone(),
-                kind,
-                actor: crate::fleet::POLICY_ACTOR.into(),
-                client_addr: None,
-                reason,
-            }
+            Act::by_policy(m, kind, reason)
         })
         .collect()
 }

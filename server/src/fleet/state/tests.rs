@@ -747,3 +747,34 @@ fn a_switch_to_post_copy_is_named_outside_only_when_converge_did_not_ask() {
         m.actions
     );
 }
+
+#[test]
+fn a_vm_mid_migration_is_one_tenant_vm_where_it_runs() {
+    let mut f = FleetState::new(["a", "b"], 0).with_projects(&[crate::config::ProjectConfig {
+        name: "acme".into(),
+        vms: vec![VM.into()],
+    }]);
+    connected(&mut f, "a");
+    connected(&mut f, "b");
+    // Listed on b (paused, incoming) before a: b's list arrives first.
+    f.apply(
+        Report::Domains {
+            host: "b".into(),
+            domains: vec![domain(DomainState::Paused { migrating: true })],
+        },
+        0,
+    );
+    f.apply(
+        Report::Domains {
+            host: "a".into(),
+            domains: vec![domain(DomainState::Running)],
+        },
+        0,
+    );
+    f.apply(sample(Some(1), 400), 1_000);
+    assert_eq!(f.vms().len(), 2, "the fleet page shows both copies");
+    let mine = f.vms_in(&["acme".to_owned()]);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].host, "a");
+    assert_eq!(f.vm(VM).map(|vm| vm.host).as_deref(), Some("a"));
+}

@@ -24,6 +24,18 @@ async fn lab_server() -> TestServer {
     TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), &config).await
 }
 
+/// Host `name` as `GET /api/hosts` shows it.
+async fn host(client: &Client, name: &str) -> Value {
+    let hosts = client.get("/api/hosts").await;
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no host {name}: {hosts}"))
+}
+
 /// Aborts migration `id`; returns how long the request took.
 async fn abort(client: &Client, id: &str) -> Duration {
     let t0 = Instant::now();
@@ -267,14 +279,7 @@ async fn a_frozen_destination_is_shown_degraded_and_its_source_keeps_sampling() 
     let from = now_ms();
     // Shown degraded (or, once the connection's keepalive gives up, disconnected).
     let shown_after = loop {
-        let hosts = operator.get("/api/hosts").await;
-        let b = hosts
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == "b")
-            .unwrap()
-            .clone();
+        let b = host(&operator, "b").await;
         if !b["degraded"].is_null() || b["state"] == "disconnected" {
             break frozen_at.elapsed();
         }
@@ -317,14 +322,7 @@ async fn a_frozen_destination_is_shown_degraded_and_its_source_keeps_sampling() 
     lab.thaw_host("b").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let hosts = operator.get("/api/hosts").await;
-        let b = hosts
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h["name"] == "b")
-            .unwrap()
-            .clone();
+        let b = host(&operator, "b").await;
         if b["degraded"].is_null() && b["state"] == "connected" {
             break;
         }
