@@ -73,15 +73,7 @@ async fn audit_rows(app: &TestApp, admin: &str) -> Vec<(String, String, String, 
         .collect()
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
+use converge_testkit::now_ms;
 
 /// Every file of the SQLite database (main file, WAL, shared memory), concatenated.
 fn database_bytes(app: &TestApp) -> Vec<u8> {

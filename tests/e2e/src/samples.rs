@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use converge_testkit::SseReader;
+pub use converge_testkit::now_ms;
 use serde_json::Value;
 
 /// One `migration` event's sample as the stream delivered it.
@@ -104,15 +105,4 @@ pub fn percentile(values: &[i64], p: f64) -> i64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Now, unix ms.
-pub fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
