@@ -88,4 +88,19 @@ pub struct Vm {
     /// OpenStack Nova manages it (its domain carries Nova's metadata): it is moved
     /// through Nova, not started from Converge, unless its host allows it.
     pub nova_managed: bool,
+    /// Its latest dirty-rate measurement (taken in the background while it does not
+    /// migrate), when there is one.
+    pub dirty_rate: Option<DirtyRate>,
+}
+
+/// A guest's dirty rate as libvirt measured it (page sampling over a short period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct DirtyRate {
+    /// Memory dirtied, bytes/s.
+    pub bytes_per_s: u64,
+    /// When it was measured (unix ms).
+    pub at_ms: i64,
+    /// The measurement before it, bytes/s: the trend.
+    pub previous_bytes_per_s: Option<u64>,
 }

@@ -36,6 +36,26 @@ wire_names!(Verdict {
     Aborted => "aborted",
 });
 
+/// How a figure was found: what the forecast knows, and how well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Basis {
+    /// Measured: libvirt's dirty-rate measurement of the guest before it migrated, or
+    /// dirty sets that follow the pass lengths (the guest dirtied in proportion to time).
+    Measured,
+    /// A lower bound: the dirty set was the same every pass (the guest rewrote all it
+    /// touches within each pass), so the guest dirties at least this, perhaps far more.
+    AtLeast,
+    /// Not known yet.
+    #[default]
+    Unknown,
+}
+
+wire_names!(Basis {
+    Measured => "measured",
+    AtLeast => "at_least",
+    Unknown => "unknown",
+});
+
 /// Which lever an advice moves (a flat form the dashboard can decode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeverKind {
@@ -103,6 +123,26 @@ pub struct Advice {
     pub effect: String,
 }
 
+/// An advice as it was shown on a migration, and what came of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
+pub struct AdviceRecord {
+    /// What it said to do.
+    pub action: String,
+    /// The lever it would move, when it was one click.
+    pub lever: Option<LeverMove>,
+    /// When it was first shown (unix ms).
+    pub first_at_ms: i64,
+    /// When it was last shown (unix ms).
+    pub last_at_ms: i64,
+    /// When that lever was moved to the advised value, and by whom.
+    pub applied_at_ms: Option<i64>,
+    /// Who moved it (a user, or `policy`).
+    pub applied_by: Option<String>,
+    /// What happened after it was applied ("completed 2 s later").
+    pub outcome: Option<String>,
+}
+
 /// The forecast of a running migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
@@ -113,9 +153,13 @@ pub struct Forecast {
     pub reason: String,
     /// Transfer rate the estimate uses, bytes/s.
     pub transfer_rate_bytes_per_s: u64,
-    /// The guest's dirty rate estimated from pass boundaries, bytes/s; when the dirty set
-    /// refills within every pass this is a lower bound.
+    /// The guest's dirty rate the forecast uses, bytes/s: measured before the migration,
+    /// or estimated from pass boundaries (a lower bound when the dirty set refills within
+    /// every pass). `dirty_rate_basis` says which.
     pub dirty_rate_bytes_per_s: Option<u64>,
+    /// How the dirty rate is known.
+    #[serde(default)]
+    pub dirty_rate_basis: Basis,
     /// The memory the guest keeps rewriting (largest dirty set after the first pass).
     pub working_set_bytes: Option<u64>,
     /// What may remain for QEMU to switch over within the downtime limit, bytes.

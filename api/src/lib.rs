@@ -79,8 +79,8 @@ mod tenant;
 pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
 pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate, names};
-pub use fleet::{Host, HostState, Vm, VmState};
-pub use forecast::{Advice, Forecast, LeverKind, LeverMove, Verdict};
+pub use fleet::{DirtyRate, Host, HostState, Vm, VmState};
+pub use forecast::{Advice, AdviceRecord, Basis, Forecast, LeverKind, LeverMove, Verdict};
 pub use kiosk::{CreatedKioskToken, KioskSignIn, KioskToken, NewKioskToken};
 pub use migration::{
     ActionRecord, FinalStats, IterationMark, LeverChange, LeverResult, Levers, Migration,
@@ -127,5 +127,6 @@ mod wire_name_tests {
         both_encoders_agree(TimeoutAction::WIRE_ALL);
         both_encoders_agree(Growth::WIRE_ALL);
         both_encoders_agree(Severity::WIRE_ALL);
+        both_encoders_agree(Basis::WIRE_ALL);
     }
 }

@@ -198,6 +198,9 @@ pub struct Migration {
     pub actions: Vec<ActionRecord>,
     /// Where it is heading and what would fix it (while it runs).
     pub forecast: Option<crate::forecast::Forecast>,
+    /// Every advice the forecast gave, oldest first, and what came of those applied.
+    #[serde(default)]
+    pub advice_log: Vec<crate::forecast::AdviceRecord>,
     /// Share of memory sent, 0–100, from remaining memory at pass boundaries: it never
     /// runs backwards, and stalls when the guest dirties as fast as the link carries.
     pub progress_pct: Option<f64>,
@@ -238,6 +241,7 @@ impl Migration {
             deadline: None,
             actions: Vec::new(),
             forecast: None,
+            advice_log: Vec::new(),
             progress_pct: None,
             last_sample: None,
             max_throttle_pct: None,

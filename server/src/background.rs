@@ -3,7 +3,8 @@
 //!
 //! 1. the stop is signalled: live streams end, host workers stop asking libvirt;
 //! 2. the host reports already queued are applied, then that loop ends;
-//! 3. starts and actions under way finish (their records and audit rows are completed),
+//! 3. dirty-rate measurements stop (a reading under way is dropped); starts and actions
+//!    under way finish (their records and audit rows are completed),
 //!    no queued one is begun;
 //! 4. the migrations under way are written as they stand, with their latest sample;
 //!    the history's queued writes land, then its writer ends;
@@ -20,7 +21,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Sessions;
-use crate::fleet::{Executor, Fleet, Queues, write_history};
+use crate::config::DirtyRateConfig;
+use crate::fleet::{Executor, Fleet, Queues, measure_dirty_rates, write_history};
 use crate::hypervisor::Report;
 use crate::store::Store;
 
@@ -40,6 +42,7 @@ pub struct Background {
     actions: JoinHandle<()>,
     history: JoinHandle<()>,
     sessions: JoinHandle<()>,
+    dirty_rates: JoinHandle<()>,
 }
 
 /// What the background work runs on.
@@ -61,6 +64,8 @@ pub struct Parts {
     pub sessions: Sessions,
     /// How often the sessions of live streams are checked.
     pub session_check: Duration,
+    /// How the guests' dirty rates are measured.
+    pub dirty_rate: DirtyRateConfig,
 }
 
 impl Background {
@@ -75,8 +80,15 @@ impl Background {
             store,
             sessions,
             session_check,
+            dirty_rate,
         } = parts;
         Self {
+            dirty_rates: tokio::spawn(measure_dirty_rates(
+                fleet.clone(),
+                executor.hypervisors().clone(),
+                dirty_rate,
+                stop.clone(),
+            )),
             reports: tokio::spawn(fleet.clone().run(reports, stop.clone())),
             actions: tokio::spawn(executor.clone().run(queues.acts, stop.clone())),
             history: tokio::spawn(write_history(queues.history, store)),
@@ -100,6 +112,7 @@ impl Background {
         )
         .await;
         bounded("the session sweep", self.sessions).await;
+        bounded("the dirty-rate measurements", self.dirty_rates).await;
         // Nothing that changes the fleet runs any more: write the migrations under way as
         // they stand (with their latest sample), then close the history after its last
         // write.

@@ -40,6 +40,9 @@ pub struct Config {
     /// How often job statistics are read.
     #[serde(default)]
     pub sampler: SamplerConfig,
+    /// `[dirty_rate]`: measuring guests' dirty rates in the background.
+    #[serde(default)]
+    pub dirty_rate: DirtyRateConfig,
     /// The live event stream.
     #[serde(default)]
     pub events: EventsConfig,
@@ -186,6 +189,34 @@ impl Default for SamplerConfig {
             interval_ms: 500,
             vm_refresh_ms: 2000,
             max_reconnect_backoff_s: 30,
+        }
+    }
+}
+
+/// `[dirty_rate]`: each running VM that is not migrating has its dirty rate measured by
+/// libvirt (`virDomainStartDirtyRateCalc`, page sampling) now and then, one VM at a time
+/// per host. Forecasts, the adaptive preset and the VM list use the readings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirtyRateConfig {
+    /// Measure at all.
+    pub enabled: bool,
+    /// Each VM is measured again after this many seconds (10–3600).
+    pub every_s: u64,
+    /// Length of one measurement, seconds (1–10; QEMU samples pages over it).
+    pub period_s: u32,
+    /// Rest between two measurements on one host, seconds (0–600): with `period_s`, the
+    /// duty cycle.
+    pub gap_s: u64,
+}
+
+impl Default for DirtyRateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            every_s: 300,
+            period_s: 1,
+            gap_s: 5,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! handlers, published to the hub and written to the database.
 
 mod act;
+mod measure;
 mod record;
 mod start;
 mod state;
@@ -14,9 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use act::{Act, ActError, ActKind, Executor};
+pub use measure::measure_dirty_rates;
 pub use start::{StartError, StartRequest};
 pub use state::{
-    Ceiling, Change, FleetState, HistoryWrite, LeverTarget, Refusal, StartPlan, new_id,
+    Ceiling, Change, FRESH_DIRTY_RATE_MS, FleetState, HistoryWrite, LeverTarget, Refusal,
+    StartPlan, new_id,
 };
 
 use crate::clock::Clock;

@@ -17,9 +17,19 @@
 //! - If dirty sets shrink by a factor *q < 1* per pass, the passes left follow
 //!   `D·qᵏ ≤ threshold`, and the time left sums their lengths `D·qᵏ / drain`.
 //! - If they do not shrink, pre-copy alone never ends, unless the set already fits.
+//! - QEMU's own `expected_downtime` is the dirty set at its last bitmap sync over its
+//!   bandwidth, so `expected_downtime × rate` is the current pass's dirty set even when
+//!   passes are too short for a reading of their own; a pass's readings only ever see
+//!   less. The larger of the two is the set.
+//!
+//! Every figure says how it is known ([`Basis`]): a dirty set that is the same every pass
+//! shows only that the guest dirties *at least* set ÷ pass length (it rewrote all it
+//! touches within each pass), so no advice takes that bound for the rate; the guest's
+//! real rate comes from libvirt's measurement taken while it was not migrating.
 
 use converge_api::{
-    Advice, Capabilities, Forecast, IterationMark, LeverChange, MigrationState, Sample, Verdict,
+    Advice, Basis, Capabilities, Forecast, IterationMark, LeverChange, MigrationState, Sample,
+    Verdict,
 };
 
 const MIB: u64 = 1 << 20;
@@ -52,6 +62,26 @@ pub struct Input<'a> {
     pub caps: Option<&'a Capabilities>,
     /// The bandwidth limit, MiB/s, when one is set.
     pub bandwidth_limit_mib_s: Option<u64>,
+    /// The guest's dirty rate as libvirt measured it before the migration began, bytes/s.
+    pub measured_dirty_rate: Option<u64>,
+}
+
+/// The guest's dirty rate as far as it is known.
+#[derive(Debug, Clone, Copy)]
+struct DirtyRate {
+    value: Option<u64>,
+    basis: Basis,
+}
+
+impl DirtyRate {
+    /// "dirties at least 96.0 MiB/s" or "dirties 96.0 MiB/s (measured)".
+    fn words(self) -> String {
+        let r = rate(self.value.unwrap_or(0));
+        match self.basis {
+            Basis::Measured => format!("dirties {r}"),
+            Basis::AtLeast | Basis::Unknown => format!("dirties at least {r}"),
+        }
+    }
 }
 
 /// The forecast for `input`; `None` before the first useful reading and once it is over.
@@ -78,13 +108,46 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         .filter(|b| b.iteration >= 2 && b.mem_remaining_bytes > 0)
         .map(|b| b.mem_remaining_bytes)
         .collect();
-    let dirty_rate = dirty_rate(input.boundaries);
+    // QEMU's dirty set at its last sync (see the module's notes), from pass 2 on.
+    let qemu_set = (last.iteration >= 2)
+        .then_some(last.expected_downtime_ms)
+        .flatten()
+        .map(|ms| ms.saturating_mul(wire) / 1000)
+        .filter(|set| *set > 0);
+    let bound = dirty_rate(input.boundaries);
+    // The same set every pass (or one pass only): the rate is only a bound.
+    let flat = match sets.as_slice() {
+        [.., a, b] => {
+            (*b as f64) < *a as f64 * (2.0 - SHRINKING) && *b as f64 >= *a as f64 * SHRINKING
+        }
+        _ => true,
+    };
+    let dirty = match (bound, input.measured_dirty_rate.filter(|m| *m > 0)) {
+        (Some(b), _) if !flat => DirtyRate {
+            value: Some(b),
+            basis: Basis::Measured,
+        },
+        (b, Some(m)) if b.is_none_or(|b| m >= b) => DirtyRate {
+            value: Some(m),
+            basis: Basis::Measured,
+        },
+        (Some(b), _) => DirtyRate {
+            value: Some(b),
+            basis: Basis::AtLeast,
+        },
+        _ => DirtyRate {
+            value: None,
+            basis: Basis::Unknown,
+        },
+    };
+    let dirty_rate = dirty.value;
     let working_set = sets.iter().copied().max();
     let mut f = Forecast {
         verdict: Verdict::Converging,
         reason: String::new(),
         transfer_rate_bytes_per_s: wire,
         dirty_rate_bytes_per_s: dirty_rate,
+        dirty_rate_basis: dirty.basis,
         working_set_bytes: working_set,
         switchover_bytes: Some(threshold),
         eta_min_s: None,
@@ -120,6 +183,17 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         return Some(f);
     }
     let Some(&set) = sets.last() else {
+        if let Some(qemu) = qemu_set.filter(|q| *q > threshold) {
+            // Passes too short for a reading of their own: QEMU still knows the set.
+            f.reason = format!(
+                "pass {}: QEMU expects a pause of {} ms for the {} left at its last sync, over the {limit} ms limit",
+                last.iteration,
+                last.expected_downtime_ms.unwrap_or(0),
+                mib(qemu)
+            );
+            f.eta_min_s = Some(to_end_of_pass_s);
+            return Some(f);
+        }
         f.reason = format!(
             "first pass: {} of {} left to copy at {}",
             mib(remaining),
@@ -129,6 +203,8 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         f.eta_min_s = Some(to_end_of_pass_s);
         return Some(f);
     };
+    // What the readings saw of the pass is the least its dirty set can be.
+    let set = set.max(qemu_set.unwrap_or(0));
     if set <= threshold {
         f.verdict = Verdict::SwitchingOver;
         f.reason = format!(
@@ -154,20 +230,54 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
     if let Some(&d) = lengths.last()
         && d < SPRINT_PASS_MS
     {
+        // QEMU's set at each of these passes, where a reading caught it: the same set
+        // above the threshold pass after pass is a stall whatever the lengths do (the lab's
+        // 4 MiB hot set at 32 MiB/s alternated 200 and 300 ms passes for minutes).
+        // Sets valued by these passes' few readings are too low to say a rate.
+        let sprint_rate = match input.measured_dirty_rate.filter(|m| *m > 0) {
+            Some(m) => DirtyRate {
+                value: Some(m.max(bound.unwrap_or(0))),
+                basis: Basis::Measured,
+            },
+            None => DirtyRate {
+                value: bound,
+                basis: if bound.is_some() {
+                    Basis::AtLeast
+                } else {
+                    Basis::Unknown
+                },
+            },
+        };
+        if let Some((passes, qemu)) = steady_qemu_sets(input, threshold, wire) {
+            f.verdict = Verdict::WillNotConverge;
+            (f.dirty_rate_bytes_per_s, f.dirty_rate_basis) = (sprint_rate.value, sprint_rate.basis);
+            let pause_ms = qemu.saturating_mul(1000) / wire.max(1);
+            f.reason = format!(
+                "{passes} passes of about {d} ms each leave {} to send (QEMU expects a pause of {pause_ms} ms), \
+                 more than the {} that fit in {limit} ms at {}: pre-copy as set never switches over",
+                mib(qemu),
+                mib(threshold),
+                rate(wire)
+            );
+            f.expected_pause_ms = Some(pause_ms);
+            f.advice = advise(input, last, qemu, wire, drain, sprint_rate, working_set);
+            return Some(f);
+        }
         let flat = lengths
             .windows(2)
             .rev()
             .take_while(|w| w[1] < SPRINT_PASS_MS && w[1] as f64 >= SHRINKING * w[0] as f64)
             .count();
         if flat >= SPRINT_STALL_PASSES {
-            f.verdict = Verdict::Stalled;
+            f.verdict = Verdict::WillNotConverge;
             f.reason = format!(
                 "{flat} passes in a row have lasted about {d} ms without getting shorter: what remains after each stays above {}",
                 mib(threshold)
             );
             // A reading's remaining is the least the current pass's set can be.
-            let floor = last.mem_remaining_bytes.max(threshold);
-            f.advice = advise(input, last, floor, wire, drain, dirty_rate, working_set);
+            let floor = last.mem_remaining_bytes.max(threshold).max(set);
+            (f.dirty_rate_bytes_per_s, f.dirty_rate_basis) = (sprint_rate.value, sprint_rate.basis);
+            f.advice = advise(input, last, floor, wire, drain, sprint_rate, working_set);
         } else {
             // The current pass and all after it, each at most `q` of the one before,
             // take at most d / (1 − q); then the switchover.
@@ -304,9 +414,9 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             f.verdict = Verdict::WillNotConverge;
             let pause_ms = set.saturating_mul(1000) / wire.max(1);
             f.reason = format!(
-                "the guest dirties at least {} (a dirty set of {} every pass) and the link carries {}: \
+                "the guest {} (a dirty set of {} every pass) and the link carries {}: \
                  switching over needs at most {} ({limit} ms at {}), so it would pause the guest {} ms",
-                rate(dirty_rate.unwrap_or(0)),
+                dirty.words(),
                 mib(set),
                 rate(wire),
                 mib(threshold),
@@ -325,9 +435,42 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         }
     }
     if matches!(f.verdict, Verdict::WillNotConverge | Verdict::Stalled) {
-        f.advice = advise(input, last, set, wire, drain, dirty_rate, working_set);
+        f.advice = advise(input, last, set, wire, drain, dirty, working_set);
     }
     Some(f)
+}
+
+/// QEMU's dirty set (expected downtime × rate) where readings caught the recent passes:
+/// `Some((passes spanned, largest set))` when at least three passes spanning
+/// [`SPRINT_STALL_PASSES`] were caught, every one above `threshold`, and the latest not
+/// smaller than [`SHRINKING`] of the first.
+fn steady_qemu_sets(input: &Input<'_>, threshold: u64, wire: u64) -> Option<(u32, u64)> {
+    let from = if input.samples.last().is_some_and(|s| s.xbzrle.is_some()) {
+        3
+    } else {
+        2
+    };
+    let mut sets: Vec<(u32, u64)> = Vec::new();
+    for s in input.samples.iter().filter(|s| s.iteration >= from) {
+        let Some(ms) = s.expected_downtime_ms else {
+            continue;
+        };
+        let set = ms.saturating_mul(wire) / 1000;
+        match sets.last_mut() {
+            Some((iteration, latest)) if *iteration == s.iteration => *latest = set,
+            Some((iteration, _)) if *iteration > s.iteration => sets.clear(),
+            _ => sets.push((s.iteration, set)),
+        }
+    }
+    let (&(first_pass, first), &(last_pass, latest)) = (sets.first()?, sets.last()?);
+    let spanned = last_pass.checked_sub(first_pass)?.saturating_add(1);
+    let smallest = sets.iter().map(|(_, set)| *set).min()?;
+    let largest = sets.iter().map(|(_, set)| *set).max()?;
+    (sets.len() >= 3
+        && spanned as usize >= SPRINT_STALL_PASSES
+        && smallest > threshold
+        && latest as f64 >= SHRINKING * first as f64)
+        .then_some((spanned, largest))
 }
 
 /// Passes and seconds until a dirty set of `set` shrinking by `q` per pass fits `threshold`.
@@ -349,10 +492,11 @@ fn advise(
     set: u64,
     wire: u64,
     drain: u64,
-    dirty_rate: Option<u64>,
+    dirty: DirtyRate,
     working_set: Option<u64>,
 ) -> Vec<Advice> {
     let mut out = Vec::new();
+    let dirty_rate = dirty.value;
     let caps = input.caps;
     // xbzrle only helps when its cache holds the pages the guest rewrites. QEMU's cache is
     // indexed by guest address, so pages collide: the lab measured 50 % hits with 64 MiB
@@ -406,16 +550,35 @@ fn advise(
             ),
         });
     }
+    // Bandwidth helps only once it is above the rate the guest dirties at; a bound on that
+    // rate says nothing about how far above (the `loop` guest's advice chased itself from
+    // 39 to 51 MiB/s when the bound was taken for the rate).
     if let (Some(limit), Some(w)) = (input.bandwidth_limit_mib_s, dirty_rate) {
         let needed = (w.saturating_mul(5) / 4).div_ceil(MIB);
-        if needed > limit {
-            out.push(Advice {
+        match dirty.basis {
+            Basis::Measured if needed > limit => out.push(Advice {
                 lever: Some(LeverChange::Bandwidth { mib_s: needed }.into()),
                 action: format!(
                     "Raise the bandwidth limit to {needed} MiB/s, if the network has room"
                 ),
-                effect: "passes then drain faster than the guest refills them".into(),
-            });
+                effect: format!(
+                    "the guest dirties {} (measured): passes then drain faster than it refills them",
+                    rate(w)
+                ),
+            }),
+            Basis::AtLeast if w.div_ceil(MIB) >= limit => out.push(Advice {
+                lever: None,
+                action: format!(
+                    "Raise the bandwidth limit well above {} MiB/s, if the network has room (a guess)",
+                    w.div_ceil(MIB)
+                ),
+                effect: format!(
+                    "the guest dirties at least {} — every pass finds the same {} dirty, so how much more is unknown until the VM is measured while it does not migrate",
+                    rate(w),
+                    mib(set)
+                ),
+            }),
+            _ => {}
         }
     }
     let xbzrle = caps.is_some_and(|c| c.xbzrle_cache_bytes.is_some());

@@ -409,4 +409,11 @@ impl Hypervisors {
     pub fn get(&self, name: &str) -> Option<&HostHandle> {
         self.hosts.get(name)
     }
+
+    /// Every host's handle, by name.
+    pub fn handles(&self) -> impl Iterator<Item = (&str, &HostHandle)> {
+        self.hosts
+            .iter()
+            .map(|(name, handle)| (name.as_str(), handle))
+    }
 }

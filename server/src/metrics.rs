@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use converge_api::{Host, HostState, Migration, MigrationState};
+use converge_api::{DirtyRate, Host, HostState, Migration, MigrationState};
 use tokio::net::TcpListener;
 
 use crate::AppState;
@@ -59,9 +59,9 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
             .into_response();
     }
     let now_ms = crate::clock::unix_ms_now(&*state.clock);
-    let (hosts, migrations) = {
+    let (hosts, migrations, dirty_rates) = {
         let fleet = state.fleet.read();
-        (fleet.hosts(), fleet.migrations())
+        (fleet.hosts(), fleet.migrations(), fleet.dirty_rates())
     };
     let finished = match state.store.count_finished().await {
         Ok(counts) => counts,
@@ -76,7 +76,15 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        render(&hosts, &migrations, &finished, now_ms),
+        render(
+            &Fleet {
+                hosts: &hosts,
+                migrations: &migrations,
+                dirty_rates: &dirty_rates,
+            },
+            &finished,
+            now_ms,
+        ),
     )
         .into_response()
 }
@@ -93,14 +101,24 @@ fn token_matches(token: &str, expected_hex: &str) -> bool {
             == 0
 }
 
-/// The exposition text for these hosts, migrations (active ones are shown) and counts of
-/// finished migrations by state.
-pub fn render(
-    hosts: &[Host],
-    migrations: &[Migration],
-    finished: &[(String, u64)],
-    now_ms: i64,
-) -> String {
+/// What the metrics show of the fleet.
+#[derive(Debug, Clone, Copy)]
+pub struct Fleet<'a> {
+    /// Every host.
+    pub hosts: &'a [Host],
+    /// Migrations (active ones are shown).
+    pub migrations: &'a [Migration],
+    /// The VMs' latest dirty-rate readings: (VM name, host, reading).
+    pub dirty_rates: &'a [(String, String, DirtyRate)],
+}
+
+/// The exposition text for the fleet and counts of finished migrations by state.
+pub fn render(fleet: &Fleet<'_>, finished: &[(String, u64)], now_ms: i64) -> String {
+    let Fleet {
+        hosts,
+        migrations,
+        dirty_rates,
+    } = *fleet;
     let mut out = String::new();
 
     family(
@@ -140,6 +158,35 @@ pub fn render(
             "converge_host_vms",
             &[("host", &h.name)],
             h.vm_count,
+        );
+    }
+
+    family(
+        &mut out,
+        "converge_vm_dirty_rate_bytes",
+        "gauge",
+        "The guest's dirty rate, bytes/s, as libvirt last measured it while it did not migrate.",
+    );
+    for (vm, host, reading) in dirty_rates {
+        sample(
+            &mut out,
+            "converge_vm_dirty_rate_bytes",
+            &[("vm", vm), ("host", host)],
+            reading.bytes_per_s,
+        );
+    }
+    family(
+        &mut out,
+        "converge_vm_dirty_rate_age_seconds",
+        "gauge",
+        "Seconds since that measurement.",
+    );
+    for (vm, host, reading) in dirty_rates {
+        sample(
+            &mut out,
+            "converge_vm_dirty_rate_age_seconds",
+            &[("vm", vm), ("host", host)],
+            (now_ms.saturating_sub(reading.at_ms) / 1000).max(0),
         );
     }
 

@@ -102,6 +102,10 @@ impl Config {
             "login_throttle.max_failures_per_address",
             throttle.max_failures_per_address,
         )?;
+        let dirty = &self.dirty_rate;
+        in_range("dirty_rate.every_s", dirty.every_s, 10, 3600)?;
+        in_range("dirty_rate.period_s", u64::from(dirty.period_s), 1, 10)?;
+        in_range("dirty_rate.gap_s", dirty.gap_s, 0, 600)?;
         let sampler = &self.sampler;
         in_range("sampler.interval_ms", sampler.interval_ms, 50, 10_000)?;
         in_range("sampler.vm_refresh_ms", sampler.vm_refresh_ms, 200, 60_000)?;

@@ -139,7 +139,7 @@ impl Executor {
     }
 
     /// The hosts.
-    pub fn hypervisors(&self) -> &Hypervisors {
+    pub fn hypervisors(&self) -> &Arc<Hypervisors> {
         &self.hypervisors
     }
 

@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 
 use converge_api::{
-    ActionRecord, IterationMark, Migration, MigrationDetail, MigrationState, RawField, Sample,
+    ActionRecord, AdviceRecord, IterationMark, LeverChange, LeverMove, Migration, MigrationDetail,
+    MigrationState, RawField, Sample,
 };
 
 use crate::policy::PolicyState;
@@ -45,6 +46,8 @@ pub(crate) struct MigrationRecord {
     /// its own doing, not someone else's.
     pub(crate) asked_postcopy: bool,
     pub(crate) asked_pause: bool,
+    /// The guest's dirty rate as libvirt measured it before this migration, bytes/s.
+    pub(crate) measured_dirty_rate: Option<u64>,
     /// When a sample was last written to the history, and how far apart they are.
     last_stored_at_ms: i64,
     store_spacing_ms: i64,
@@ -75,6 +78,7 @@ impl MigrationRecord {
             ceiling_fired: false,
             asked_postcopy: false,
             asked_pause: false,
+            measured_dirty_rate: None,
             last_stored_at_ms: i64::MIN,
             store_spacing_ms: FIRST_STORE_SPACING_MS,
             stored_samples: 0,
@@ -198,8 +202,71 @@ impl MigrationRecord {
             downtime_limit_ms: m.levers.downtime_limit_ms.unwrap_or(300),
             caps: caps.as_ref(),
             bandwidth_limit_mib_s: m.levers.bandwidth_mib_s,
+            measured_dirty_rate: self.measured_dirty_rate,
         };
         self.migration.forecast = crate::forecast::forecast(&input);
+        if let Some(at) = self.migration.last_sample.as_ref().map(|s| s.at_ms) {
+            self.note_advice(at);
+        }
+    }
+
+    /// Adds the forecast's advice to the migration's record of it: one entry per kind of
+    /// advice (a lever, or a restart), following its latest value until it is applied.
+    fn note_advice(&mut self, now_ms: i64) {
+        let Some(forecast) = &self.migration.forecast else {
+            return;
+        };
+        let log = &mut self.migration.advice_log;
+        for advice in &forecast.advice {
+            let key = advice_key(&advice.action, advice.lever);
+            let open = log
+                .iter()
+                .rposition(|r| r.applied_at_ms.is_none() && advice_key(&r.action, r.lever) == key);
+            match open {
+                Some(i) => {
+                    let record = &mut log[i];
+                    record.last_at_ms = now_ms;
+                    record.action.clone_from(&advice.action);
+                    record.lever = advice.lever;
+                }
+                None if log.len() < MAX_ADVICE_LOG => log.push(AdviceRecord {
+                    action: advice.action.clone(),
+                    lever: advice.lever,
+                    first_at_ms: now_ms,
+                    last_at_ms: now_ms,
+                    applied_at_ms: None,
+                    applied_by: None,
+                    outcome: None,
+                }),
+                None => {}
+            }
+        }
+    }
+
+    /// A lever was moved: marks the advice it carries out as applied (the advised value or
+    /// more of it; any switch to post-copy).
+    pub(crate) fn note_applied(&mut self, change: LeverChange, actor: &str, at_ms: i64) {
+        let moved = LeverMove::from(change);
+        let advised = self.migration.advice_log.iter_mut().rev().find(|r| {
+            r.applied_at_ms.is_none()
+                && r.lever.is_some_and(|l| {
+                    l.lever == moved.lever && moved.value.unwrap_or(0) >= l.value.unwrap_or(0)
+                })
+        });
+        if let Some(record) = advised {
+            record.applied_at_ms = Some(at_ms);
+            record.applied_by = Some(actor.to_owned());
+        }
+    }
+
+    /// The migration ended: says what came of each advice that was applied.
+    pub(crate) fn note_outcome(&mut self, state: MigrationState, at_ms: i64) {
+        for record in &mut self.migration.advice_log {
+            if let (Some(applied), None) = (record.applied_at_ms, &record.outcome) {
+                let after = (at_ms.saturating_sub(applied) as f64 / 1000.0).round();
+                record.outcome = Some(format!("{} {after} s later", state.wire_name()));
+            }
+        }
     }
 
     /// The migration with its series.
@@ -210,6 +277,22 @@ impl MigrationRecord {
             iterations: self.iterations.clone(),
             raw_job_stats: self.raw_job_stats.clone(),
         }
+    }
+}
+
+/// Advice kept per migration, at most.
+const MAX_ADVICE_LOG: usize = 16;
+
+/// What makes two advices the same kind: the lever they move, or their words up to the
+/// first figure ("Abort, then start again with an xbzrle cache of ").
+fn advice_key(action: &str, lever: Option<LeverMove>) -> String {
+    match lever {
+        Some(l) => l.lever.wire_name().to_owned(),
+        None => action
+            .split(|c: char| c.is_ascii_digit())
+            .next()
+            .unwrap_or(action)
+            .to_owned(),
     }
 }
 
@@ -266,6 +349,74 @@ mod tests {
             MigrationState::Starting,
             0,
         ))
+    }
+
+    fn advised(advice: &[(&str, Option<LeverChange>)]) -> Option<converge_api::Forecast> {
+        let mut f = converge_api::Forecast {
+            verdict: converge_api::Verdict::WillNotConverge,
+            reason: String::new(),
+            transfer_rate_bytes_per_s: 1,
+            dirty_rate_bytes_per_s: None,
+            dirty_rate_basis: converge_api::Basis::Unknown,
+            working_set_bytes: None,
+            switchover_bytes: None,
+            eta_min_s: None,
+            eta_max_s: None,
+            expected_pause_ms: None,
+            xbzrle_hit_pct: None,
+            advice: Vec::new(),
+        };
+        f.advice = advice
+            .iter()
+            .map(|(action, lever)| converge_api::Advice {
+                lever: lever.map(LeverMove::from),
+                action: (*action).into(),
+                effect: String::new(),
+            })
+            .collect();
+        Some(f)
+    }
+
+    #[test]
+    fn advice_is_recorded_once_per_kind_with_what_came_of_it() {
+        let mut r = record();
+        let raise = |ms| Some(LeverChange::DowntimeLimit { ms });
+        r.migration.forecast = advised(&[
+            ("Raise the downtime limit to 300 ms", raise(300)),
+            (
+                "Abort, then start again with an xbzrle cache of 128 MiB",
+                None,
+            ),
+        ]);
+        r.note_advice(1_000);
+        // A reading later the same advice with new figures: the same entries, updated.
+        r.migration.forecast = advised(&[
+            ("Raise the downtime limit to 350 ms", raise(350)),
+            (
+                "Abort, then start again with an xbzrle cache of 256 MiB",
+                None,
+            ),
+        ]);
+        r.note_advice(1_500);
+        let log = &r.migration.advice_log;
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[0].action, "Raise the downtime limit to 350 ms");
+        assert_eq!((log[0].first_at_ms, log[0].last_at_ms), (1_000, 1_500));
+        assert_eq!(
+            log[1].action,
+            "Abort, then start again with an xbzrle cache of 256 MiB"
+        );
+
+        // Less than advised is not the advice applied; the advised value (or more) is.
+        r.note_applied(LeverChange::DowntimeLimit { ms: 200 }, "ada", 1_800);
+        assert_eq!(r.migration.advice_log[0].applied_at_ms, None);
+        r.note_applied(LeverChange::DowntimeLimit { ms: 400 }, "ada", 2_000);
+        r.note_outcome(MigrationState::Completed, 4_000);
+        let log = &r.migration.advice_log;
+        assert_eq!(log[0].applied_at_ms, Some(2_000));
+        assert_eq!(log[0].applied_by.as_deref(), Some("ada"));
+        assert_eq!(log[0].outcome.as_deref(), Some("completed 2 s later"));
+        assert_eq!(log[1].outcome, None, "not applied: nothing to say of it");
     }
 
     #[test]

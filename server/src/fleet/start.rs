@@ -3,6 +3,7 @@
 //! outcome.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use converge_api::{
     ActionRecord, Migration, MigrationSettings, MigrationState, Preset, lint, refusal,
@@ -18,6 +19,8 @@ use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
 const DIRTY_RATE_PERIOD_S: u32 = 1;
+/// Longest a start waits for a background dirty-rate measurement of its VM to end.
+const MEASUREMENT_WAIT: Duration = Duration::from_secs(12);
 
 /// What a start asks for.
 #[derive(Debug, Clone)]
@@ -111,15 +114,29 @@ impl Executor {
                 "planned host has no worker".into(),
             ));
         };
-        // Adaptive: measure the guest and read its past before choosing capabilities.
+        // A background measurement of this guest may be under way: it ends first (it
+        // would measure the migration too). `begin` refuses if it still has not.
+        let wait_until = tokio::time::Instant::now() + MEASUREMENT_WAIT;
+        while self.fleet.read().is_measuring(&plan.vm_uuid)
+            && tokio::time::Instant::now() < wait_until
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Adaptive: the guest's dirty rate (a fresh background reading, else measured now)
+        // and its past, before choosing capabilities.
         let (settings, adapted) = if settings.adaptive {
-            let dirty_rate = source
-                .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
-                .await
-                .unwrap_or_else(|err| {
-                    tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
-                    None
-                });
+            let now = unix_ms_now(&*self.fleet.clock);
+            let fresh = self.fleet.read().fresh_dirty_rate(&plan.vm_uuid, now);
+            let dirty_rate = match fresh {
+                Some(rate) => Some(rate),
+                None => source
+                    .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
+                        None
+                    }),
+            };
             let history = self
                 .store
                 .migrations_of_vm(&plan.vm_uuid, 5)

@@ -11,10 +11,12 @@ use converge_api::{
 use converge_libvirt::{DomainState, DomainSummary, JobStats};
 
 mod actions;
+mod measuring;
 mod reports;
 mod sampling;
 
 pub use actions::LeverTarget;
+pub use measuring::FRESH_DIRTY_RATE_MS;
 
 use super::record::MigrationRecord;
 use super::{Act, ActKind};
@@ -138,6 +140,12 @@ pub struct FleetState {
     tenant_views: HashMap<String, TenantVm>,
     /// The longest any migration may run, whoever started it.
     ceiling: Option<Ceiling>,
+    /// Each VM's latest dirty-rate reading, by UUID.
+    dirty_rates: HashMap<String, converge_api::DirtyRate>,
+    /// When each VM's dirty rate was last tried (read or not), by UUID.
+    measure_tried: HashMap<String, i64>,
+    /// VMs being measured now, with their host.
+    measuring: HashMap<String, String>,
 }
 
 /// The server-wide ceiling on a migration's duration (`migrations.max_duration_s`).
@@ -185,6 +193,9 @@ impl FleetState {
             projects: HashMap::new(),
             tenant_views: HashMap::new(),
             ceiling: None,
+            dirty_rates: HashMap::new(),
+            measure_tried: HashMap::new(),
+            measuring: HashMap::new(),
         }
     }
 
@@ -406,8 +417,16 @@ impl FleetState {
                 migration.vm_name
             )));
         }
+        if self.is_measuring(&migration.vm_uuid) {
+            return Err(Refusal::Conflict(format!(
+                "{}'s dirty rate is being measured (a second or so); try again when it ends",
+                migration.vm_name
+            )));
+        }
         let mut record = MigrationRecord::new(migration);
         record.call_in_flight = true;
+        record.measured_dirty_rate =
+            self.fresh_dirty_rate(&record.migration.vm_uuid, record.migration.started_at_ms);
         self.active_by_vm.insert(
             record.migration.vm_uuid.clone(),
             record.migration.id.clone(),
@@ -468,6 +487,7 @@ impl FleetState {
                     vcpus: d.vcpus,
                     migration_id,
                     nova_managed: d.nova.is_some(),
+                    dirty_rate: self.dirty_rates.get(&d.uuid).copied(),
                 }
             })
             .collect()
@@ -505,8 +525,10 @@ impl FleetState {
         };
         let id = migration.id.clone();
         self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
-        self.migrations
-            .insert(id.clone(), MigrationRecord::new(migration));
+        let mut record = MigrationRecord::new(migration);
+        // Never measured while it migrates: a reading is from before.
+        record.measured_dirty_rate = self.fresh_dirty_rate(vm_uuid, now_ms);
+        self.migrations.insert(id.clone(), record);
         Some((id, true))
     }
 
@@ -549,6 +571,8 @@ impl FleetState {
             m.ended_at_ms = Some(now_ms);
             m.deadline = None;
             m.forecast = None;
+            record.note_outcome(state, now_ms);
+            let m = &mut record.migration;
             if state == MigrationState::Completed {
                 m.progress_pct = Some(100.0);
             }

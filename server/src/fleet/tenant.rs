@@ -34,6 +34,7 @@ pub(crate) fn vm_or_last_seen(fleet: &FleetState, uuid: &str) -> Option<Vm> {
         migration_id: None,
         project: Some(project.to_owned()),
         nova_managed: false,
+        dirty_rate: None,
     })
 }
 

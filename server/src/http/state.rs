@@ -140,6 +140,7 @@ impl Controller {
             store: store.clone(),
             sessions: sessions.clone(),
             session_check: std::time::Duration::from_secs(config.events.session_check_s),
+            dirty_rate: config.dirty_rate.clone(),
         });
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),

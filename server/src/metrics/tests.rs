@@ -1,11 +1,11 @@
 use std::collections::{HashMap, HashSet};
 
 use converge_api::{
-    Forecast, Host, HostState, Migration, MigrationState, PendingDeadline, Sample, TimeoutAction,
-    Verdict,
+    Basis, DirtyRate, Forecast, Host, HostState, Migration, MigrationState, PendingDeadline,
+    Sample, TimeoutAction, Verdict,
 };
 
-use super::{render, token_matches};
+use super::{Fleet, render, token_matches};
 
 const NOW: i64 = 1_000_000;
 const MIB: u64 = 1 << 20;
@@ -55,6 +55,7 @@ fn running(vm: &str, verdict: Option<Verdict>) -> Migration {
         reason: String::new(),
         transfer_rate_bytes_per_s: 32 * MIB,
         dirty_rate_bytes_per_s: None,
+        dirty_rate_basis: Basis::Unknown,
         working_set_bytes: None,
         switchover_bytes: None,
         eta_min_s: None,
@@ -162,7 +163,21 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
         running("quiet", None),
     ];
     let finished = [("completed".to_owned(), 3), ("aborted".to_owned(), 1)];
-    let text = render(&hosts, &migrations, &finished, NOW);
+    let dirty_rates = [(
+        "idle-db".to_owned(),
+        "a".to_owned(),
+        DirtyRate {
+            bytes_per_s: 12 * MIB,
+            at_ms: NOW - 30_000,
+            previous_bytes_per_s: None,
+        },
+    )];
+    let fleet = Fleet {
+        hosts: &hosts,
+        migrations: &migrations,
+        dirty_rates: &dirty_rates,
+    };
+    let text = render(&fleet, &finished, NOW);
     let s = parse(&text);
 
     let host_label = |h: &str| vec![("host".to_owned(), h.to_owned())];
@@ -171,6 +186,15 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
     assert_eq!(get(&s, "converge_host_vms", host_label("a")), 3.0);
     assert_eq!(get(&s, "converge_host_degraded", host_label("a")), 1.0);
     assert_eq!(get(&s, "converge_host_degraded", host_label("b")), 0.0);
+    let vm = vec![
+        ("vm".to_owned(), "idle-db".to_owned()),
+        ("host".to_owned(), "a".to_owned()),
+    ];
+    assert_eq!(
+        get(&s, "converge_vm_dirty_rate_bytes", vm.clone()),
+        (12 * MIB) as f64
+    );
+    assert_eq!(get(&s, "converge_vm_dirty_rate_age_seconds", vm), 30.0);
     assert_eq!(get(&s, "converge_migrations_running", vec![]), 3.0);
     let outcome = |o: &str| vec![("outcome".to_owned(), o.to_owned())];
     assert_eq!(
@@ -239,13 +263,19 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
 
 #[test]
 fn an_empty_fleet_still_declares_every_family() {
-    let text = render(&[], &[], &[], NOW);
+    let empty = Fleet {
+        hosts: &[],
+        migrations: &[],
+        dirty_rates: &[],
+    };
+    let text = render(&empty, &[], NOW);
     let s = parse(&text);
     assert_eq!(get(&s, "converge_migrations_running", vec![]), 0.0);
     for name in [
         "converge_host_up",
         "converge_migration_verdict",
         "converge_migration_transfer_bytes_per_second",
+        "converge_vm_dirty_rate_bytes",
     ] {
         assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
     }

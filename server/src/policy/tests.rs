@@ -236,7 +236,7 @@ proptest! {
 
 mod adaptive {
     use converge_api::{
-        Advice, Forecast, LeverChange, Migration, MigrationSettings, MigrationState, Sample,
+        Advice, Basis, Forecast, LeverChange, Migration, MigrationSettings, MigrationState, Sample,
         TimeoutAction, Verdict, XbzrleStats,
     };
 
@@ -316,6 +316,7 @@ mod adaptive {
             reason: "the guest dirties at least 96.0 MiB/s".into(),
             transfer_rate_bytes_per_s: 32 * MIB,
             dirty_rate_bytes_per_s: Some(96 * MIB),
+            dirty_rate_basis: Basis::AtLeast,
             working_set_bytes: Some(128 * MIB),
             switchover_bytes: Some(10 * MIB),
             eta_min_s: None,

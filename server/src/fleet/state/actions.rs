@@ -119,6 +119,11 @@ impl FleetState {
         let Some(record) = self.migrations.get_mut(id) else {
             return Vec::new();
         };
+        if succeeded.is_some()
+            && let ActKind::Lever(change) = kind
+        {
+            record.note_applied(change, &action.actor, action.at_ms);
+        }
         record.push_action(action);
         if let Some(read_back) = succeeded {
             let levers = &mut record.migration.levers;

@@ -778,3 +778,55 @@ fn a_vm_mid_migration_is_one_tenant_vm_where_it_runs() {
     assert_eq!(mine[0].host, "a");
     assert_eq!(f.vm(VM).map(|vm| vm.host).as_deref(), Some("a"));
 }
+
+#[test]
+fn a_dirty_rate_is_measured_only_while_the_vm_does_not_migrate() {
+    let mut f = fleet();
+    // Due at once (never measured), then not again until `every` has passed.
+    assert_eq!(f.begin_measurement("a", 60_000, 1_000).as_deref(), Some(VM));
+    assert!(
+        f.begin_measurement("a", 60_000, 1_000).is_none(),
+        "one at a time per host"
+    );
+    let changes = f.end_measurement(VM, Some(40 << 20), 2_000);
+    let Some(Change::Publish(LiveEvent::Vms(update))) = changes.first() else {
+        panic!("the reading is published with the VM list: {changes:?}");
+    };
+    let reading = update.vms[0].dirty_rate.unwrap();
+    assert_eq!((reading.bytes_per_s, reading.at_ms), (40 << 20, 2_000));
+    assert!(
+        f.begin_measurement("a", 60_000, 30_000).is_none(),
+        "not due yet"
+    );
+    assert_eq!(f.fresh_dirty_rate(VM, 30_000), Some(40 << 20));
+
+    // Due again; while it is measured a start is refused, so the two never overlap.
+    assert_eq!(
+        f.begin_measurement("a", 60_000, 61_000).as_deref(),
+        Some(VM)
+    );
+    assert!(matches!(
+        f.begin(migration("m1")),
+        Err(Refusal::Conflict(_))
+    ));
+    f.end_measurement(VM, Some(50 << 20), 62_000);
+    let reading = f.vm(VM).unwrap().dirty_rate.unwrap();
+    assert_eq!(reading.previous_bytes_per_s, Some(40 << 20), "the trend");
+
+    // A migration's record keeps the reading from before it; a migrating VM is not due.
+    f.begin(migration("m1")).unwrap();
+    assert_eq!(f.migrations["m1"].measured_dirty_rate, Some(50 << 20));
+    assert!(f.begin_measurement("a", 60_000, 200_000).is_none());
+}
+
+#[test]
+fn a_reading_taken_while_a_migration_began_is_dropped() {
+    let mut f = fleet();
+    assert!(f.begin_measurement("a", 60_000, 1_000).is_some());
+    // The start raced the measurement (it waits, but only so long): the migration wins.
+    f.measuring.clear();
+    f.begin(migration("m1")).unwrap();
+    f.measuring.insert(VM.into(), "a".into());
+    assert!(f.end_measurement(VM, Some(1 << 30), 2_000).is_empty());
+    assert!(f.vm(VM).unwrap().dirty_rate.is_none());
+}

@@ -1,6 +1,6 @@
 //! Tenant wording: what it says, and what it never says.
 
-use converge_api::{FinalStats, Forecast, Sample};
+use converge_api::{Basis, FinalStats, Forecast, Sample};
 
 use super::*;
 
@@ -27,6 +27,7 @@ fn running() -> Migration {
         reason: "each pass leaves 40 % of the one before (host compute-07)".into(),
         transfer_rate_bytes_per_s: 0,
         dirty_rate_bytes_per_s: None,
+        dirty_rate_basis: Basis::Unknown,
         working_set_bytes: None,
         switchover_bytes: None,
         eta_min_s: Some(40),
@@ -49,6 +50,7 @@ fn vm() -> Vm {
         migration_id: Some("m1".into()),
         project: Some("acme".into()),
         nova_managed: false,
+        dirty_rate: None,
     }
 }
 

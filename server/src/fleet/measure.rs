@@ -1,0 +1,82 @@
+//! The guests' dirty rates, measured in the background (`[dirty_rate]`): on each host one
+//! VM at a time, the one whose reading is oldest, never one that migrates. A reading is
+//! what the forecast's advice and the adaptive preset need instead of a bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Fleet;
+use crate::clock::unix_ms_now;
+use crate::config::DirtyRateConfig;
+use crate::hypervisor::{HostHandle, Hypervisors};
+
+/// How often a host with nothing due is looked at again.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Measures until `stop`, every host side by side.
+pub async fn measure_dirty_rates(
+    fleet: Fleet,
+    hypervisors: Arc<Hypervisors>,
+    config: DirtyRateConfig,
+    stop: CancellationToken,
+) {
+    if !config.enabled {
+        return;
+    }
+    let mut hosts = tokio::task::JoinSet::new();
+    for (name, handle) in hypervisors.handles() {
+        hosts.spawn(measure_host(
+            fleet.clone(),
+            name.to_owned(),
+            handle.clone(),
+            config.clone(),
+            stop.clone(),
+        ));
+    }
+    while hosts.join_next().await.is_some() {}
+}
+
+async fn measure_host(
+    fleet: Fleet,
+    host: String,
+    handle: HostHandle,
+    config: DirtyRateConfig,
+    stop: CancellationToken,
+) {
+    let every_ms = i64::try_from(config.every_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    loop {
+        let now = unix_ms_now(&*fleet.clock);
+        let due = fleet.modify(|f| f.begin_measurement(&host, every_ms, now));
+        let Some(vm_uuid) = due else {
+            if rest(IDLE_POLL, &stop).await {
+                return;
+            }
+            continue;
+        };
+        let measured = tokio::select! {
+            reading = handle.measure_dirty_rate(vm_uuid.clone(), config.period_s) => reading,
+            () = stop.cancelled() => {
+                fleet.modify(|f| f.end_measurement(&vm_uuid, None, now));
+                return;
+            }
+        };
+        let reading = measured.unwrap_or_else(|err| {
+            tracing::debug!(%host, vm = %vm_uuid, error = %err, "no dirty-rate reading");
+            None
+        });
+        fleet.update(|f, now| f.end_measurement(&vm_uuid, reading, now));
+        if rest(Duration::from_secs(config.gap_s), &stop).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps `for_`; `true` when `stop` came first.
+async fn rest(for_: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(for_) => false,
+        () = stop.cancelled() => true,
+    }
+}
