@@ -1,7 +1,7 @@
 //! The board's order: what needs someone to look at it comes first.
 
 use converge_api::{
-    Forecast, Migration, MigrationState, PendingDeadline, Sample, TimeoutAction, Verdict,
+    Basis, Forecast, Migration, MigrationState, PendingDeadline, Sample, TimeoutAction, Verdict,
 };
 
 use super::{HARD_THROTTLE_PCT, NEAR_DEADLINE_MS, attention, by_attention};
@@ -15,6 +15,7 @@ fn forecast(verdict: Verdict) -> Forecast {
         reason: String::new(),
         transfer_rate_bytes_per_s: 0,
         dirty_rate_bytes_per_s: None,
+        dirty_rate_basis: Basis::Unknown,
         working_set_bytes: None,
         switchover_bytes: None,
         eta_min_s: None,
