@@ -157,8 +157,9 @@ pub struct Forecast {
     /// or estimated from pass boundaries (a lower bound when the dirty set refills within
     /// every pass). `dirty_rate_basis` says which.
     pub dirty_rate_bytes_per_s: Option<u64>,
-    /// How the dirty rate is known.
-    #[serde(default)]
+    /// How the dirty rate is known. (Absent from records written before it existed; the
+    /// dashboard's miniserde has no `default`, and the server always sends it.)
+    #[cfg_attr(not(feature = "mini"), serde(default))]
     pub dirty_rate_basis: Basis,
     /// The memory the guest keeps rewriting (largest dirty set after the first pass).
     pub working_set_bytes: Option<u64>,

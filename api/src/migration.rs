@@ -199,7 +199,8 @@ pub struct Migration {
     /// Where it is heading and what would fix it (while it runs).
     pub forecast: Option<crate::forecast::Forecast>,
     /// Every advice the forecast gave, oldest first, and what came of those applied.
-    #[serde(default)]
+    /// (Absent from records written before it existed; see `Forecast::dirty_rate_basis`.)
+    #[cfg_attr(not(feature = "mini"), serde(default))]
     pub advice_log: Vec<crate::forecast::AdviceRecord>,
     /// Share of memory sent, 0–100, from remaining memory at pass boundaries: it never
     /// runs backwards, and stalls when the guest dirties as fast as the link carries.

@@ -100,3 +100,35 @@ pub fn preset(preset: Option<&str>, changed: Option<&[String]>) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A background dirty-rate reading: `12.0 MiB/s ↑ 3 min ago` (the arrow when it moved by
+/// a fifth or more since the reading before).
+pub fn dirty_rate(r: &converge_api::DirtyRate, now_ms: i64) -> String {
+    let was = r.previous_bytes_per_s.unwrap_or(r.bytes_per_s);
+    let trend = if r.bytes_per_s * 5 > was * 6 {
+        " ↑"
+    } else if r.bytes_per_s * 6 < was * 5 {
+        " ↓"
+    } else {
+        ""
+    };
+    let ago = now_ms.saturating_sub(r.at_ms).max(0) / 1000;
+    let ago = if ago < 60 {
+        format!("{ago} s")
+    } else {
+        format!("{} min", ago / 60)
+    };
+    format!("{}{trend} {ago} ago", rate(r.bytes_per_s))
+}
+
+/// What came of an advice that was applied: `Raise the downtime limit to 300 ms: applied
+/// by ada → completed 2 s later`; `None` for one never applied.
+pub fn advice_outcome(r: &converge_api::AdviceRecord) -> Option<String> {
+    r.applied_at_ms?;
+    Some(format!(
+        "{}: applied by {} → {}",
+        r.action,
+        r.applied_by.as_deref().unwrap_or("?"),
+        r.outcome.as_deref().unwrap_or("running")
+    ))
+}

@@ -440,8 +440,9 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
     Some(f)
 }
 
-/// QEMU's dirty set (expected downtime × rate) where readings caught the recent passes:
-/// `Some((passes spanned, largest set))` when at least three passes spanning
+/// QEMU's dirty set (expected downtime × rate) where readings caught the last
+/// 2 × [`SPRINT_STALL_PASSES`] passes: `Some((passes spanned, largest set))` when at least
+/// three passes spanning
 /// [`SPRINT_STALL_PASSES`] were caught, every one above `threshold`, and the latest not
 /// smaller than [`SHRINKING`] of the first.
 fn steady_qemu_sets(input: &Input<'_>, threshold: u64, wire: u64) -> Option<(u32, u64)> {
@@ -462,7 +463,16 @@ fn steady_qemu_sets(input: &Input<'_>, threshold: u64, wire: u64) -> Option<(u32
             _ => sets.push((s.iteration, set)),
         }
     }
-    let (&(first_pass, first), &(last_pass, latest)) = (sets.first()?, sets.last()?);
+    // Only the recent passes, after the last one whose set fitted: QEMU's first estimate
+    // is the limit itself, and it kept the lab's hot set "converging" for 20 passes while
+    // that reading stayed in view.
+    let last_pass = sets.last()?.0;
+    let recent_from = last_pass.saturating_sub(2 * SPRINT_STALL_PASSES as u32);
+    if let Some(fitted) = sets.iter().rposition(|(_, set)| *set <= threshold) {
+        sets.drain(..=fitted);
+    }
+    sets.retain(|(iteration, _)| *iteration > recent_from);
+    let (&(first_pass, first), &(_, latest)) = (sets.first()?, sets.last()?);
     let spanned = last_pass.checked_sub(first_pass)?.saturating_add(1);
     let smallest = sets.iter().map(|(_, set)| *set).min()?;
     let largest = sets.iter().map(|(_, set)| *set).max()?;

@@ -1,7 +1,9 @@
 //! Figures as the user reads them: the right unit, and a number that is the value rounded
 //! to its last digit, whatever the value.
 
-use super::{GIB, KIB, MIB, bytes, duration_ms, pct, preset, rate};
+use super::{
+    GIB, KIB, MIB, advice_outcome, bytes, dirty_rate, duration_ms, pct, preset, rate,
+};
 
 /// A size or rate as written: its number, its unit in bytes, and its decimals.
 fn read(text: &str) -> (f64, u64, usize) {
@@ -248,4 +250,41 @@ fn the_preset_names_what_the_start_changed() {
     assert_eq!(preset(Some("nova"), Some(&[])), "nova");
     assert_eq!(preset(Some("nova"), None), "nova");
     assert_eq!(preset(None, None), "–");
+}
+
+#[test]
+fn a_dirty_rate_reading_says_its_trend_and_age() {
+    let r = |bytes_per_s, previous_bytes_per_s| converge_api::DirtyRate {
+        bytes_per_s,
+        at_ms: 1_000_000,
+        previous_bytes_per_s,
+    };
+    assert_eq!(dirty_rate(&r(12 * MIB, None), 1_030_000), "12.0 MiB/s 30 s ago");
+    assert_eq!(
+        dirty_rate(&r(12 * MIB, Some(6 * MIB)), 1_000_000 + 185_000),
+        "12.0 MiB/s ↑ 3 min ago"
+    );
+    assert_eq!(dirty_rate(&r(6 * MIB, Some(12 * MIB)), 1_000_000), "6.0 MiB/s ↓ 0 s ago");
+    assert_eq!(dirty_rate(&r(11 * MIB, Some(12 * MIB)), 1_000_000), "11.0 MiB/s 0 s ago");
+}
+
+#[test]
+fn only_applied_advice_has_an_outcome() {
+    let mut r = converge_api::AdviceRecord {
+        action: "Raise the downtime limit to 300 ms".into(),
+        lever: None,
+        first_at_ms: 0,
+        last_at_ms: 0,
+        applied_at_ms: None,
+        applied_by: None,
+        outcome: None,
+    };
+    assert_eq!(advice_outcome(&r), None);
+    r.applied_at_ms = Some(1);
+    r.applied_by = Some("ada".into());
+    r.outcome = Some("completed 2 s later".into());
+    assert_eq!(
+        advice_outcome(&r).as_deref(),
+        Some("Raise the downtime limit to 300 ms: applied by ada → completed 2 s later")
+    );
 }

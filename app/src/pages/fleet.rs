@@ -114,7 +114,7 @@ fn VmTable(live: Live, can_operate: bool, on_migrate: Callback<Vm>) -> impl Into
             <h2>"VMs"</h2>
             <table data-testid="vms">
                 <thead><tr>
-                    <th>"Name"</th><th>"Host"</th><th>"State"</th><th>"Memory"</th><th>"vCPUs"</th>
+                    <th>"Name"</th><th>"Host"</th><th>"State"</th><th>"Memory"</th><th>"vCPUs"</th><th title="measured while it does not migrate">"Dirty rate"</th>
                     {can_operate.then(|| view! { <th></th> })}
                 </tr></thead>
                 <tbody>
@@ -129,6 +129,7 @@ fn VmTable(live: Live, can_operate: bool, on_migrate: Callback<Vm>) -> impl Into
                                     <td>{vm_state(vm.state, vm.migration_id.is_some())}</td>
                                     <td>{format::bytes(vm.memory_bytes)}</td>
                                     <td>{vm.vcpus}</td>
+                                    <td class="dirty">{vm.dirty_rate.map(|r| format::dirty_rate(&r, js_sys::Date::now() as i64))}</td>
                                     {can_operate.then(|| view! {
                                         <td><button class="secondary" data-testid="migrate" disabled=!movable
                                             on:click=move |_| on_migrate.run(row.clone())>"Migrate…"</button></td>

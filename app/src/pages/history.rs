@@ -48,13 +48,15 @@ fn row(m: Migration) -> impl IntoView {
         (_, Some(e)) => format!("{}: {e}", state_label(m.state)),
         _ => state_label(m.state).to_owned(),
     };
+    let advice: Vec<String> = m.advice_log.iter().filter_map(format::advice_outcome).collect();
     let target = Route::Migration(m.id.clone());
     view! {
         <tr data-migration=m.id.clone()>
             <td><a href=target.path() on:click=route::link(target.clone())>{m.vm_name.clone()}</a></td>
             <td>{format!("{} → {}", m.source, m.destination.clone().unwrap_or_else(|| "?".into()))}</td>
             <td>{format::preset(m.preset.as_deref(), m.settings_changed.as_deref())}</td>
-            <td class=format!("outcome-{}", if m.state == MigrationState::Completed { "ok" } else { "bad" })>{outcome}</td>
+            <td class=format!("outcome-{}", if m.state == MigrationState::Completed { "ok" } else { "bad" })>{outcome}
+                {(!advice.is_empty()).then(|| view! { <div class="muted" data-testid="advice-applied">{advice.join("; ")}</div> })}</td>
             <td>{took.map(format::duration_ms).unwrap_or_else(|| "–".into())}</td>
             <td>{f.downtime_ms.map(format::duration_ms).unwrap_or_else(|| "–".into())}</td>
             <td>{f.data_sent_bytes.map(format::bytes).unwrap_or_else(|| "–".into())}</td>

@@ -32,6 +32,17 @@ pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
     vm["uuid"].as_str().unwrap_or_default().to_owned()
 }
 
+/// The VM's dirty rate as the background measurement read it, bytes/s, once there is a
+/// reading (within 30 s).
+pub async fn wait_dirty_rate(client: &Client, uuid: &str) -> u64 {
+    let vm = wait_listed(client, "/api/vms", |vm| {
+        vm["uuid"] == uuid && vm["dirty_rate"]["bytes_per_s"].is_u64()
+    })
+    .await
+    .unwrap_or_else(|| panic!("VM {uuid} was never measured"));
+    vm["dirty_rate"]["bytes_per_s"].as_u64().unwrap_or_default()
+}
+
 /// Waits (within 30 s) until the server holds a connection to `host`.
 pub async fn wait_connected(client: &Client, host: &str) {
     wait_listed(client, "/api/hosts", |h| {
