@@ -46,6 +46,10 @@ const WINDOW: usize = 10;
 const SPRINT_PASS_MS: u64 = 1000;
 /// Short passes in a row that do not get shorter before the sprint is called a stall.
 const SPRINT_STALL_PASSES: usize = 5;
+/// QEMU's dirty set over recent passes is steady unless the latest is below this share of
+/// the first: its estimate wanders by a tenth on a steady set, while a final sprint
+/// halves it pass after pass.
+const STEADY: f64 = 0.75;
 
 /// What the forecast looks at.
 #[derive(Debug, Clone, Copy)]
@@ -442,14 +446,17 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
 
 /// QEMU's dirty set (expected downtime × rate) where readings caught the last
 /// 2 × [`SPRINT_STALL_PASSES`] passes: `Some((passes spanned, largest set))` when at least
-/// three passes spanning
-/// [`SPRINT_STALL_PASSES`] were caught, every one above `threshold`, and the latest not
-/// smaller than [`SHRINKING`] of the first.
+/// three passes spanning [`SPRINT_STALL_PASSES`] were caught, most of them above
+/// `threshold`, and the latest not smaller than [`STEADY`] of the first.
+///
+/// QEMU's estimate divides by its bandwidth of the moment, so it wanders by a tenth or
+/// more from pass to pass on a steady set (the lab's hot set: 250–280 ms); and until
+/// QEMU has a dirty rate (pass 2) it is the limit itself. Neither may read as progress.
 fn steady_qemu_sets(input: &Input<'_>, threshold: u64, wire: u64) -> Option<(u32, u64)> {
     let from = if input.samples.last().is_some_and(|s| s.xbzrle.is_some()) {
-        3
+        4
     } else {
-        2
+        3
     };
     let mut sets: Vec<(u32, u64)> = Vec::new();
     for s in input.samples.iter().filter(|s| s.iteration >= from) {
@@ -463,23 +470,18 @@ fn steady_qemu_sets(input: &Input<'_>, threshold: u64, wire: u64) -> Option<(u32
             _ => sets.push((s.iteration, set)),
         }
     }
-    // Only the recent passes, after the last one whose set fitted: QEMU's first estimate
-    // is the limit itself, and it kept the lab's hot set "converging" for 20 passes while
-    // that reading stayed in view.
     let last_pass = sets.last()?.0;
     let recent_from = last_pass.saturating_sub(2 * SPRINT_STALL_PASSES as u32);
-    if let Some(fitted) = sets.iter().rposition(|(_, set)| *set <= threshold) {
-        sets.drain(..=fitted);
-    }
     sets.retain(|(iteration, _)| *iteration > recent_from);
     let (&(first_pass, first), &(_, latest)) = (sets.first()?, sets.last()?);
     let spanned = last_pass.checked_sub(first_pass)?.saturating_add(1);
-    let smallest = sets.iter().map(|(_, set)| *set).min()?;
-    let largest = sets.iter().map(|(_, set)| *set).max()?;
-    (sets.len() >= 3
+    let mut values: Vec<u64> = sets.iter().map(|(_, set)| *set).collect();
+    values.sort_unstable();
+    let (median, largest) = (values[values.len() / 2], *values.last()?);
+    (values.len() >= 3
         && spanned as usize >= SPRINT_STALL_PASSES
-        && smallest > threshold
-        && latest as f64 >= SHRINKING * first as f64)
+        && median > threshold
+        && latest as f64 >= STEADY * first as f64)
         .then_some((spanned, largest))
 }
 

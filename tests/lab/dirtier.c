@@ -6,14 +6,17 @@
  * Parameters come from the kernel command line (/proc/cmdline), or from argv
  * when any are given (handy to try it on the host):
  *
- *   dirty_mode=idle|loop|fresh   what to do (default idle)
+ *   dirty_mode=idle|loop|fresh|phases   what to do (default idle)
  *   dirty_mb=N                   working set in MiB (default 64)
  *   dirty_rate=R                 MiB/s of pages dirtied, 0 = unlimited (default 0)
  *   dirty_report=S               seconds between heartbeats (default 1)
+ *   dirty_busy_s=S dirty_idle_s=S  phases: seconds of each phase (default 15 and 15)
  *
  * idle:  sleep, printing heartbeats.
  * loop:  allocate N MiB once, touch it, then walk it page by page forever,
  *        incrementing one 8-byte counter per 4 KiB page (xbzrle's best case).
+ * phases: loop for dirty_busy_s seconds, then sleep for dirty_idle_s, and again (a
+ *        guest with busy and quiet spells: "retry when it is idle" should win).
  * fresh: malloc 4 MiB chunks, fill each with new xorshift data, keep a ring of
  *        N MiB and free the oldest (like `stress --vm`).
  *
@@ -36,14 +39,16 @@
 #define STEP (256UL * 1024UL) /* bytes dirtied between clock checks */
 #define CHUNK (4UL * MIB)     /* fresh mode allocation unit */
 
-enum mode { MODE_IDLE, MODE_LOOP, MODE_FRESH };
-static const char *const mode_names[] = { "idle", "loop", "fresh" };
+enum mode { MODE_IDLE, MODE_LOOP, MODE_FRESH, MODE_PHASES };
+static const char *const mode_names[] = { "idle", "loop", "fresh", "phases" };
 
 struct params {
     enum mode mode;
     unsigned long mb;
     unsigned long rate;   /* MiB/s, 0 = unlimited */
     unsigned long report; /* seconds between heartbeats */
+    unsigned long busy;   /* phases: seconds busy, then */
+    unsigned long quiet;  /* seconds idle */
 };
 
 /* ---- time ---------------------------------------------------------------- */
@@ -136,11 +141,12 @@ static void throttle(struct limiter *l, struct heart *h, uint64_t bytes)
 
 static int parse_word(struct params *p, const char *w)
 {
-    static const char *const names[] = { "dirty_mb=", "dirty_rate=", "dirty_report=" };
-    unsigned long *slots[] = { &p->mb, &p->rate, &p->report };
+    static const char *const names[] = { "dirty_mb=", "dirty_rate=", "dirty_report=",
+                                         "dirty_busy_s=", "dirty_idle_s=" };
+    unsigned long *slots[] = { &p->mb, &p->rate, &p->report, &p->busy, &p->quiet };
 
     if (strncmp(w, "dirty_mode=", 11) == 0) {
-        for (int m = MODE_IDLE; m <= MODE_FRESH; m++)
+        for (int m = MODE_IDLE; m <= MODE_PHASES; m++)
             if (strcmp(w + 11, mode_names[m]) == 0) {
                 p->mode = (enum mode)m;
                 return 0;
@@ -218,6 +224,39 @@ static void run_loop(const struct params *p, struct heart *h, struct limiter *l)
         }
 }
 
+static void run_phases(const struct params *p, struct heart *h, struct limiter *l)
+{
+    size_t size = p->mb * MIB;
+    volatile unsigned char *buf = malloc(size);
+
+    if (!buf) {
+        fprintf(stderr, "dirtier: cannot allocate %lu MiB\n", p->mb);
+        exit(1);
+    }
+    for (size_t off = 0; off < size; off += PAGE)
+        *(volatile uint64_t *)(buf + off) = 0;
+
+    go(h, l);
+    for (;;) {
+        double until = now() + (double)p->busy;
+        size_t off = 0;
+        while (now() < until) {
+            size_t end = off + STEP < size ? off + STEP : size;
+            for (size_t pg = off; pg < end; pg += PAGE)
+                (*(volatile uint64_t *)(buf + pg))++;
+            throttle(l, h, end - off);
+            off = end < size ? end : 0;
+        }
+        until = now() + (double)p->quiet;
+        while (now() < until) {
+            sleep_for(until - now() < 0.2 ? until - now() : 0.2);
+            heart_check(h, now());
+        }
+        l->start = now(); /* no catching up on the quiet spell */
+        l->done = 0;
+    }
+}
+
 static uint64_t xorshift64(uint64_t *s)
 {
     uint64_t x = *s;
@@ -262,7 +301,7 @@ static void run_fresh(const struct params *p, struct heart *h, struct limiter *l
 
 int main(int argc, char **argv)
 {
-    struct params p = { MODE_IDLE, 64, 0, 1 };
+    struct params p = { MODE_IDLE, 64, 0, 1, 15, 15 };
     struct heart h = { 0 };
     struct limiter l = { 0 };
 
@@ -295,6 +334,9 @@ int main(int argc, char **argv)
         break;
     case MODE_FRESH:
         run_fresh(&p, &h, &l);
+        break;
+    case MODE_PHASES:
+        run_phases(&p, &h, &l);
         break;
     }
     return 0;

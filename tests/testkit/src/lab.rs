@@ -130,6 +130,25 @@ impl Lab {
         .expect("lab command thread")
     }
 
+    /// [`Self::start_vm`] on host A with `memory_mib` of guest memory (the lab's default
+    /// is 512 MiB).
+    pub async fn start_vm_sized(
+        &self,
+        name: &str,
+        mode: &str,
+        mb: u32,
+        rate: u32,
+        memory_mib: u32,
+    ) {
+        self.remove_vm(name).await;
+        let (mb, rate, memory) = (mb.to_string(), rate.to_string(), memory_mib.to_string());
+        self.run_with(
+            &["start-vm", name, mode, &mb, &rate, "a"],
+            &[("LAB_VM_MEMORY_MIB", &memory)],
+        )
+        .await;
+    }
+
     /// Starts a guest on host A running the dirtier (`idle`, `loop` or `fresh`, over `mb`
     /// MiB at `rate` MiB/s, 0 = unlimited) and waits for its first heartbeat.
     pub async fn start_vm(&self, name: &str, mode: &str, mb: u32, rate: u32) {

@@ -1,12 +1,25 @@
 //! Lab benchmark (prints a table, asserts nothing): each configuration on each workload,
 //! through the real server and the real two-host lab.
 //!
-//! Workloads: `loop` (rewrites 128 MiB at 100 MiB/s) and `fresh` (new random data into a
-//! 128 MiB ring, as fast as it can). The lab's link is emulated by a 32 MiB/s bandwidth
+//! Workloads: `loop` (rewrites 128 MiB at 100 MiB/s), `fresh` (new random data into a
+//! 128 MiB ring, as fast as it can), `hot` (a small hot set: 16 MiB at 200 MiB/s),
+//! `phases` (128 MiB at 100 MiB/s for 15 s, then 15 s idle, and again) and `large-idle`
+//! (a 2 GiB guest that does nothing). The lab's link is emulated by a 32 MiB/s bandwidth
 //! limit on every run (presets leave bandwidth unlimited, and loopback is far faster
 //! than a real link). A run that has not ended within the bound is stopped and reported
-//! as not completed. Usage: `preset-matrix [bound_s] [config…]`; configs are preset
-//! names, or `nothing`, `xbzrle`, `auto-converge`, `both` (static capabilities).
+//! as not completed.
+//!
+//! Usage: `preset-matrix [bound_s] [config…]`, with `WORKLOADS=hot,phases` to run some
+//! workloads only. Configs are preset names; `nothing`, `xbzrle`, `auto-converge`, `both`
+//! (static capabilities); `advised` (nothing, then the forecast's first one-click advice
+//! applied once it says *will not converge*); `retry-idle` (nothing; aborted once it will
+//! not converge, started again when the background measurement finds the guest quiet).
+//!
+//! Besides the table it prints the two figures that say how right the forecast is: the
+//! share of applied one-click advice that led to completion, and ETA interval coverage —
+//! for each completed run, whether the real end fell inside the ETA range the forecast gave
+//! when 30 %, 60 % and 90 % of the run had passed (with a second either side for the
+//! readings' granularity), and the median width of those ranges.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,8 +33,18 @@ use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use serde_json::{Value, json};
 
 const LINK_MIB_S: u64 = 32;
-const WORKLOADS: [(&str, &str, u32, u32); 2] =
-    [("loop", "loop", 128, 100), ("fresh", "fresh", 128, 0)];
+/// Name, dirtier mode, MiB, MiB/s, guest memory in MiB.
+const WORKLOADS: [(&str, &str, u32, u32, u32); 5] = [
+    ("loop", "loop", 128, 100, 512),
+    ("fresh", "fresh", 128, 0, 512),
+    ("hot", "loop", 16, 200, 512),
+    ("phases", "phases", 128, 100, 512),
+    ("large-idle", "idle", 0, 0, 2048),
+];
+/// The background measurement often enough for `retry-idle` to see a quiet spell.
+const MEASURE_OFTEN: &str = "\n[dirty_rate]\nevery_s = 10\ngap_s = 0\n";
+/// A guest dirtying less than this is quiet enough to start again (`retry-idle`).
+const QUIET_BYTES_S: u64 = 8 << 20;
 
 #[tokio::main]
 async fn main() {
@@ -33,9 +56,17 @@ async fn main() {
             .map(String::from)
             .to_vec();
     }
+    let only: Option<Vec<String>> = std::env::var("WORKLOADS")
+        .ok()
+        .map(|w| w.split(',').map(str::to_owned).collect());
+    let workloads: Vec<_> = WORKLOADS
+        .into_iter()
+        .filter(|w| only.as_ref().is_none_or(|o| o.iter().any(|n| n == w.0)))
+        .collect();
     let mut results: Vec<Outcome> = Vec::new();
     let lab = Lab::acquire().await;
-    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await;
+    let config = format!("{HOSTS_CONFIG}{MEASURE_OFTEN}");
+    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), &config).await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let presets = admin.get("/api/presets").await;
     println!(
@@ -46,18 +77,21 @@ async fn main() {
         "{:<7} {:<24} {:<22} {:>9} {:>10} {:>10} {:>11}",
         "load", "config", "outcome", "time s", "throttle", "pause ms", "sent MiB"
     );
-    for (load, mode, mb, rate) in WORKLOADS {
+    for &(load, mode, mb, rate, memory) in &workloads {
         for config in &configs {
             let name = format!("bench-{load}");
-            lab.start_vm(&name, mode, mb, rate).await;
+            lab.start_vm_sized(&name, mode, mb, rate, memory).await;
             let uuid = vm_uuid(&admin, &name, "a").await;
             let settings = settings_for(config, &presets);
             let started = Instant::now();
-            let requested_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let id = start_with(&admin, &uuid, "b", settings).await;
-            let detail = follow(&admin, &id, bound).await;
+            let requested_ms = now_ms();
+            let id = start_with(&admin, &uuid, "b", settings.clone()).await;
+            let until = started + bound;
+            let mut run = follow(&admin, &id, until, config == "advised").await;
+            if config == "retry-idle" && state(&run.detail) == "running" {
+                run = retry_when_quiet(&admin, &id, &uuid, settings, until).await;
+            }
+            let detail = run.detail.clone();
             let elapsed = started.elapsed().as_secs_f64();
             let m = &detail["migration"];
             let samples = detail["samples"].as_array().cloned().unwrap_or_default();
@@ -104,14 +138,31 @@ async fn main() {
                     );
                 }
             }
+            if let Some(applied) = &run.applied {
+                println!("        applied: {applied}");
+            }
+            let eta = eta_checks(&run);
+            for (pct, covered, width) in &eta {
+                println!(
+                    "        ETA at {pct} %: {} (range {width} s wide)",
+                    if *covered {
+                        "held the end"
+                    } else {
+                        "MISSED the end"
+                    }
+                );
+            }
             results.push(Outcome {
                 load,
                 config: config.clone(),
                 completed: state(&detail) == "completed",
                 seconds: elapsed,
                 throttle,
+                advice_applied: run.applied.is_some(),
+                eta,
             });
             if state(&detail) == "running" {
+                let id = detail["migration"]["id"].as_str().unwrap_or(&id).to_owned();
                 let _ = admin
                     .post(&format!("/api/migrations/{id}/abort"), json!({}))
                     .await;
@@ -121,7 +172,73 @@ async fn main() {
         }
     }
     server.stop().await;
-    report_target(&results);
+    report_target(&results, &workloads);
+    report_accuracy(&results);
+}
+
+fn now_ms() -> i64 {
+    converge_testkit::now_ms()
+}
+
+/// For a completed run: at 30, 60 and 90 % of it, whether the ETA range then given held
+/// the real end (a second either side), and the range's width in seconds.
+fn eta_checks(run: &Run) -> Vec<(u32, bool, u64)> {
+    let m = &run.detail["migration"];
+    let (Some(start), Some(end)) = (m["started_at_ms"].as_i64(), m["ended_at_ms"].as_i64()) else {
+        return Vec::new();
+    };
+    if m["state"] != "completed" {
+        return Vec::new();
+    }
+    [30u32, 60, 90]
+        .into_iter()
+        .filter_map(|pct| {
+            let at = start + (end - start) * i64::from(pct) / 100;
+            let &(seen, lo, hi) = run.etas.iter().rev().find(|(seen, ..)| *seen <= at)?;
+            let covered =
+                end >= seen + lo as i64 * 1000 - 1000 && end <= seen + hi as i64 * 1000 + 1000;
+            Some((pct, covered, hi.saturating_sub(lo)))
+        })
+        .collect()
+}
+
+/// The forecast's record over the runs: applied advice that completed, and ETA coverage.
+fn report_accuracy(results: &[Outcome]) {
+    let applied: Vec<&Outcome> = results.iter().filter(|r| r.advice_applied).collect();
+    let completed = applied.iter().filter(|r| r.completed).count();
+    println!(
+        "advice: {completed} of {} runs where one-click advice was applied completed{}",
+        applied.len(),
+        if applied.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({:.0} %)",
+                100.0 * completed as f64 / applied.len() as f64
+            )
+        }
+    );
+    for pct in [30u32, 60, 90] {
+        let checks: Vec<(bool, u64)> = results
+            .iter()
+            .flat_map(|r| r.eta.iter())
+            .filter(|(p, ..)| *p == pct)
+            .map(|(_, covered, width)| (*covered, *width))
+            .collect();
+        if checks.is_empty() {
+            println!("ETA at {pct} %: no completed run had a range then");
+            continue;
+        }
+        let held = checks.iter().filter(|(c, _)| *c).count();
+        let mut widths: Vec<u64> = checks.iter().map(|(_, w)| *w).collect();
+        widths.sort_unstable();
+        println!(
+            "ETA at {pct} %: the end was inside the range in {held} of {} runs ({:.0} %); median width {} s",
+            checks.len(),
+            100.0 * held as f64 / checks.len() as f64,
+            widths[widths.len() / 2]
+        );
+    }
 }
 
 /// One run's result.
@@ -131,12 +248,25 @@ struct Outcome {
     completed: bool,
     seconds: f64,
     throttle: u64,
+    /// One-click advice was applied during the run.
+    advice_applied: bool,
+    /// ETA checks at 30, 60 and 90 % of the run (completed runs only).
+    eta: Vec<(u32, bool, u64)>,
 }
 
-/// The adaptive preset's target: complete every workload within 1.1× the best static
+/// What following one migration saw.
+struct Run {
+    detail: Value,
+    /// Each ETA range seen: (when, unix ms; soonest s; latest s).
+    etas: Vec<(i64, u64, u64)>,
+    /// The advice applied, if any.
+    applied: Option<String>,
+}
+
+/// The adaptive preset's target: complete every workload within 1.0× the best static
 /// configuration's time, with no more throttle than that configuration.
-fn report_target(results: &[Outcome]) {
-    for (load, ..) in WORKLOADS {
+fn report_target(results: &[Outcome], workloads: &[(&str, &str, u32, u32, u32)]) {
+    for &(load, ..) in workloads {
         let best = results
             .iter()
             .filter(|r| {
@@ -150,7 +280,7 @@ fn report_target(results: &[Outcome]) {
             .find(|r| r.load == load && r.config == "converge");
         match (adaptive, best) {
             (Some(a), Some(b)) => {
-                let met = a.completed && a.seconds <= 1.1 * b.seconds && a.throttle <= b.throttle;
+                let met = a.completed && a.seconds <= b.seconds && a.throttle <= b.throttle;
                 println!(
                     "target {load}: adaptive {} in {:.1} s at {}% throttle; best static {} {:.1} s at {}% → {:.2}× the time: {}",
                     if a.completed {
@@ -180,7 +310,7 @@ fn settings_for(config: &str, presets: &Value) -> Value {
     let xbzrle = json!({ "xbzrle_cache_bytes": 256u64 << 20 });
     let auto = json!({ "auto_converge": { "initial_pct": 20, "increment_pct": 10 } });
     let mut settings = match config {
-        "nothing" => json!({}),
+        "nothing" | "advised" | "retry-idle" => json!({}),
         "xbzrle" => json!({ "capabilities": xbzrle }),
         "auto-converge" => json!({ "capabilities": auto }),
         "both" => json!({ "capabilities": {
@@ -199,20 +329,114 @@ fn settings_for(config: &str, presets: &Value) -> Value {
     settings
 }
 
-/// Polls until the migration ends or the bound passes; returns its detail.
-async fn follow(admin: &Client, id: &str, bound: Duration) -> Value {
-    let until = Instant::now() + bound;
+/// Polls until the migration ends or `until`; with `apply_advice`, applies the forecast's
+/// first one-click advice once it says *will not converge*.
+async fn follow(admin: &Client, id: &str, until: Instant, apply_advice: bool) -> Run {
+    let mut run = Run {
+        detail: Value::Null,
+        etas: Vec::new(),
+        applied: None,
+    };
     loop {
         let detail = admin.get(&format!("/api/migrations/{id}")).await;
+        let f = &detail["migration"]["forecast"];
+        if let (Some(lo), Some(hi)) = (f["eta_min_s"].as_u64(), f["eta_max_s"].as_u64()) {
+            run.etas.push((now_ms(), lo, hi));
+        }
+        if apply_advice && run.applied.is_none() && f["verdict"] == "will_not_converge" {
+            let advice = f["advice"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["lever"].is_object());
+            if let Some(advice) = advice {
+                let lever = &advice["lever"];
+                let body = match lever["lever"].as_str().unwrap_or_default() {
+                    "downtime_limit" => json!({ "lever": "downtime_limit", "ms": lever["value"] }),
+                    "bandwidth" => json!({ "lever": "bandwidth", "mib_s": lever["value"] }),
+                    _ => json!({ "lever": "post_copy" }),
+                };
+                let (status, _) = admin
+                    .send(
+                        reqwest::Method::PATCH,
+                        &format!("/api/migrations/{id}"),
+                        Some(body),
+                    )
+                    .await;
+                run.applied = Some(format!("{} ({status})", advice["action"]));
+            }
+        }
         let done = !["starting", "running", "post_copy"].contains(&state(&detail));
+        run.detail = detail;
         // A completed migration is followed until its final statistics arrive too.
-        if done && (state(&detail) != "completed" || !detail["migration"]["final_stats"].is_null())
+        if done
+            && (state(&run.detail) != "completed"
+                || !run.detail["migration"]["final_stats"].is_null())
         {
-            return detail;
+            return run;
         }
         if Instant::now() >= until {
-            return detail;
+            return run;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// `retry-idle`: once the first attempt has said *will not converge* for 10 s, aborts it,
+/// waits for a background measurement (taken after the abort) to find the guest quiet, and
+/// starts again with the same settings; follows the last attempt.
+async fn retry_when_quiet(
+    admin: &Client,
+    id: &str,
+    uuid: &str,
+    settings: Value,
+    until: Instant,
+) -> Run {
+    let mut hopeless_since: Option<Instant> = None;
+    let mut run = follow(admin, id, Instant::now(), false).await;
+    while Instant::now() < until {
+        if state(&run.detail) != "running" {
+            return run;
+        }
+        if run.detail["migration"]["forecast"]["verdict"] == "will_not_converge" {
+            let since = *hopeless_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(10) {
+                break;
+            }
+        } else {
+            hopeless_since = None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        run = follow(admin, id, Instant::now(), false).await;
+    }
+    if state(&run.detail) != "running" {
+        return run;
+    }
+    let _ = admin
+        .post(&format!("/api/migrations/{id}/abort"), json!({}))
+        .await;
+    let aborted_at = now_ms();
+    while Instant::now() < until {
+        let vms = admin.get("/api/vms").await;
+        let quiet = vms.as_array().into_iter().flatten().any(|vm| {
+            vm["uuid"] == uuid
+                && vm["migration_id"].is_null()
+                && vm["dirty_rate"]["at_ms"]
+                    .as_i64()
+                    .is_some_and(|at| at > aborted_at)
+                && vm["dirty_rate"]["bytes_per_s"]
+                    .as_u64()
+                    .is_some_and(|r| r < QUIET_BYTES_S)
+        });
+        if quiet {
+            println!(
+                "        retry-idle: quiet after {} ms; starting again",
+                now_ms() - aborted_at
+            );
+            let again = start_with(admin, uuid, "b", settings).await;
+            return follow(admin, &again, until, false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    follow(admin, id, Instant::now(), false).await
 }

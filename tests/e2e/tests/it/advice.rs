@@ -89,14 +89,23 @@ async fn a_small_hot_set_gets_the_downtime_limit_that_fits_and_completes_with_it
     )
     .await;
     assert_eq!(state(&said), "running", "it did not finish by itself");
-    let pass = said["migration"]["last_sample"]["iteration"].as_u64().unwrap();
-    assert!(pass <= 12, "said at pass {pass}; steady passes are judged after five");
+    let pass = said["migration"]["last_sample"]["iteration"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        pass <= 12,
+        "said at pass {pass}; steady passes are judged after five"
+    );
     // Once said, it is not taken back while nothing changes.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let d = admin.get(&format!("/api/migrations/{id}")).await;
         let verdict = &d["migration"]["forecast"]["verdict"];
-        assert_eq!(verdict, "will_not_converge", "{}", d["migration"]["forecast"]);
+        assert_eq!(
+            verdict, "will_not_converge",
+            "{}",
+            d["migration"]["forecast"]
+        );
     }
     let advice = advised(&said, "downtime_limit").unwrap();
     let ms = advice["lever"]["value"].as_u64().unwrap();
@@ -105,7 +114,9 @@ async fn a_small_hot_set_gets_the_downtime_limit_that_fits_and_completes_with_it
     apply(&admin, &id, &advice).await;
     let done = wait_until(&admin, &id, Duration::from_secs(30), "ended", ended).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
-    let pause = done["migration"]["final_stats"]["downtime_ms"].as_u64().unwrap();
+    let pause = done["migration"]["final_stats"]["downtime_ms"]
+        .as_u64()
+        .unwrap();
     println!("completed with a pause of {pause} ms after applying {ms} ms");
     let record = applied(&done);
     assert_eq!(record.len(), 1, "{}", done["migration"]["advice_log"]);
@@ -126,7 +137,10 @@ async fn a_measured_dirty_rate_gives_the_bandwidth_that_completes_and_no_useless
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-bandwidth", "a").await;
     let measured = wait_dirty_rate(&admin, &uuid).await;
-    println!("measured before migrating: {:.1} MiB/s", measured as f64 / MIB as f64);
+    println!(
+        "measured before migrating: {:.1} MiB/s",
+        measured as f64 / MIB as f64
+    );
     assert!(
         (30 * MIB..=80 * MIB).contains(&measured),
         "a guest dirtying 50 MiB/s measured at {measured} B/s"
