@@ -202,7 +202,8 @@ static void run_idle(struct heart *h, struct limiter *l)
     }
 }
 
-static void run_loop(const struct params *p, struct heart *h, struct limiter *l)
+/* The dirty_mb working set of loop and phases, every page touched once. */
+static volatile unsigned char *working_set(const struct params *p)
 {
     size_t size = p->mb * MIB;
     volatile unsigned char *buf = malloc(size);
@@ -211,8 +212,15 @@ static void run_loop(const struct params *p, struct heart *h, struct limiter *l)
         fprintf(stderr, "dirtier: cannot allocate %lu MiB\n", p->mb);
         exit(1);
     }
-    for (size_t off = 0; off < size; off += PAGE) /* touch every page once */
+    for (size_t off = 0; off < size; off += PAGE)
         *(volatile uint64_t *)(buf + off) = 0;
+    return buf;
+}
+
+static void run_loop(const struct params *p, struct heart *h, struct limiter *l)
+{
+    size_t size = p->mb * MIB;
+    volatile unsigned char *buf = working_set(p);
 
     go(h, l);
     for (;;)
@@ -227,14 +235,7 @@ static void run_loop(const struct params *p, struct heart *h, struct limiter *l)
 static void run_phases(const struct params *p, struct heart *h, struct limiter *l)
 {
     size_t size = p->mb * MIB;
-    volatile unsigned char *buf = malloc(size);
-
-    if (!buf) {
-        fprintf(stderr, "dirtier: cannot allocate %lu MiB\n", p->mb);
-        exit(1);
-    }
-    for (size_t off = 0; off < size; off += PAGE)
-        *(volatile uint64_t *)(buf + off) = 0;
+    volatile unsigned char *buf = working_set(p);
 
     go(h, l);
     for (;;) {

@@ -19,6 +19,10 @@ use crate::{policy, presets};
 
 /// How long the adaptive preset measures a guest's dirty rate before starting, seconds.
 const DIRTY_RATE_PERIOD_S: u32 = 1;
+/// The adaptive preset measures the guest itself unless a background reading is younger
+/// than this: a guest's rate changes (the lab's `phases` guest: busy, then idle), and one
+/// more second of measurement is cheap next to a wrong choice of capabilities.
+const ADAPTIVE_READING_MS: i64 = 30_000;
 /// Longest a start waits for a background dirty-rate measurement of its VM to end.
 const MEASUREMENT_WAIT: Duration = Duration::from_secs(12);
 
@@ -126,16 +130,36 @@ impl Executor {
         // and its past, before choosing capabilities.
         let (settings, adapted) = if settings.adaptive {
             let now = unix_ms_now(&*self.fleet.clock);
-            let fresh = self.fleet.read().fresh_dirty_rate(&plan.vm_uuid, now);
+            let fresh = self
+                .fleet
+                .read()
+                .fresh_dirty_rate(&plan.vm_uuid, now)
+                .filter(|r| now.saturating_sub(r.at_ms) <= ADAPTIVE_READING_MS);
             let dirty_rate = match fresh {
-                Some(rate) => Some(rate),
-                None => source
-                    .measure_dirty_rate(plan.vm_uuid.clone(), DIRTY_RATE_PERIOD_S)
-                    .await
-                    .unwrap_or_else(|err| {
-                        tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
+                Some(reading) => Some(reading.bytes_per_s),
+                None => {
+                    let uuid = plan.vm_uuid.clone();
+                    let claimed = self
+                        .fleet
+                        .modify(|fleet| fleet.claim_measurement(&uuid, &plan.source));
+                    let measured = if claimed {
+                        source
+                            .measure_dirty_rate(uuid.clone(), DIRTY_RATE_PERIOD_S)
+                            .await
+                            .unwrap_or_else(|err| {
+                                tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
+                                None
+                            })
+                    } else {
                         None
-                    }),
+                    };
+                    // A reading like the background's: the VM list and the forecast use it.
+                    if claimed {
+                        self.fleet
+                            .update(|fleet, now| fleet.end_measurement(&uuid, measured, now));
+                    }
+                    measured
+                }
             };
             let history = self
                 .store
@@ -149,7 +173,14 @@ impl Executor {
                 dirty_rate,
                 history: &history,
             };
-            let (chosen, why) = policy::adapt_start(&settings, &facts);
+            let (chosen, mut why) = policy::adapt_start(&settings, &facts);
+            if let Some(reading) = fresh {
+                // No pre-flight second: say where the rate came from.
+                let age_s = now.saturating_sub(reading.at_ms) / 1000;
+                why.push_str(&format!(
+                    " (the rate from the background measurement {age_s} s before)"
+                ));
+            }
             if let Some(refused) = refusal(&lint(&chosen, plan.memory_bytes)) {
                 return Err(StartError::Internal("adaptive start", refused));
             }

@@ -425,8 +425,9 @@ impl FleetState {
         }
         let mut record = MigrationRecord::new(migration);
         record.call_in_flight = true;
-        record.measured_dirty_rate =
-            self.fresh_dirty_rate(&record.migration.vm_uuid, record.migration.started_at_ms);
+        record.measured_dirty_rate = self
+            .fresh_dirty_rate(&record.migration.vm_uuid, record.migration.started_at_ms)
+            .map(|r| r.bytes_per_s);
         self.active_by_vm.insert(
             record.migration.vm_uuid.clone(),
             record.migration.id.clone(),
@@ -527,7 +528,9 @@ impl FleetState {
         self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
         let mut record = MigrationRecord::new(migration);
         // Never measured while it migrates: a reading is from before.
-        record.measured_dirty_rate = self.fresh_dirty_rate(vm_uuid, now_ms);
+        record.measured_dirty_rate = self
+            .fresh_dirty_rate(vm_uuid, now_ms)
+            .map(|r| r.bytes_per_s);
         self.migrations.insert(id.clone(), record);
         Some((id, true))
     }

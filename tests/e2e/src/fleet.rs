@@ -33,10 +33,14 @@ pub async fn vm_uuid(client: &Client, name: &str, host: &str) -> String {
 }
 
 /// The VM's dirty rate as the background measurement read it, bytes/s, once there is a
-/// reading (within 30 s).
-pub async fn wait_dirty_rate(client: &Client, uuid: &str) -> u64 {
+/// reading taken after `after_ms` (unix ms; within 30 s).
+pub async fn wait_dirty_rate(client: &Client, uuid: &str, after_ms: i64) -> u64 {
     let vm = wait_listed(client, "/api/vms", |vm| {
-        vm["uuid"] == uuid && vm["dirty_rate"]["bytes_per_s"].is_u64()
+        vm["uuid"] == uuid
+            && vm["dirty_rate"]["bytes_per_s"].is_u64()
+            && vm["dirty_rate"]["at_ms"]
+                .as_i64()
+                .is_some_and(|at| at > after_ms)
     })
     .await
     .unwrap_or_else(|| panic!("VM {uuid} was never measured"));
@@ -118,6 +122,19 @@ pub async fn wait_until(
         "migration {id} never {what} within {timeout:?}; last: {}",
         last["migration"]
     );
+}
+
+/// Aborts migration `id` (the request must be accepted) and waits (within 30 s) until it
+/// has stopped running.
+pub async fn abort_and_wait(client: &Client, id: &str) {
+    let (status, body) = client
+        .post(&format!("/api/migrations/{id}/abort"), json!({}))
+        .await;
+    assert_eq!(status, 202, "abort: {body}");
+    wait_until(client, id, Duration::from_secs(30), "ended", |d| {
+        state(d) != "running"
+    })
+    .await;
 }
 
 /// The migration's state as text.

@@ -39,6 +39,13 @@ impl TestServer {
         Self::start_at(dir, extra, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
+    /// A server on the lab's hosts ([`converge_testkit::lab::HOSTS_CONFIG`]) and `extra`
+    /// configuration after them.
+    pub async fn lab(extra: &str) -> Self {
+        let config = format!("{}{extra}", converge_testkit::lab::HOSTS_CONFIG);
+        Self::start_with(Arc::new(tempfile::tempdir().expect("temp dir")), &config).await
+    }
+
     /// [`Self::start_with`] on `addr` (e.g. the address of a server stopped a moment ago,
     /// so that browsers reconnect to its successor).
     pub async fn start_at(dir: Arc<TempDir>, extra: &str, addr: SocketAddr) -> Self {

@@ -5,8 +5,9 @@ use converge_api::{DirtyRate, LiveEvent, VmState, VmsUpdate};
 
 use super::{Change, FleetState};
 
-/// A reading counts as the guest's rate for this long (forecasts, the adaptive preset).
-pub const FRESH_DIRTY_RATE_MS: i64 = 15 * 60 * 1000;
+/// A reading counts as the guest's rate before its migration for this long (the forecast's
+/// measured rate).
+pub const FRESH_DIRTY_RATE_MS: i64 = 5 * 60 * 1000;
 
 impl FleetState {
     /// The running, not migrating VM on `host` whose reading is oldest (or missing), if it
@@ -32,6 +33,17 @@ impl FleetState {
         Some(due)
     }
 
+    /// Marks the VM on `host` as being measured by someone else than the background
+    /// (the adaptive preset's own second); `false` when it already is. End it with
+    /// [`Self::end_measurement`].
+    pub fn claim_measurement(&mut self, vm_uuid: &str, host: &str) -> bool {
+        if self.measuring.contains_key(vm_uuid) {
+            return false;
+        }
+        self.measuring.insert(vm_uuid.to_owned(), host.to_owned());
+        true
+    }
+
     /// Whether the VM's dirty rate is being measured right now.
     pub fn is_measuring(&self, vm_uuid: &str) -> bool {
         self.measuring.contains_key(vm_uuid)
@@ -45,15 +57,30 @@ impl FleetState {
         reading: Option<u64>,
         now_ms: i64,
     ) -> Vec<Change> {
-        let Some(host) = self.measuring.remove(vm_uuid) else {
+        if self.measuring.remove(vm_uuid).is_none() {
             return Vec::new();
-        };
-        let Some(bytes_per_s) = reading else {
-            return Vec::new();
-        };
+        }
+        match reading {
+            Some(bytes_per_s) => self.record_dirty_rate(vm_uuid, bytes_per_s, now_ms),
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps a reading of the VM's dirty rate (bytes/s) and publishes it with its host's VM
+    /// list; a reading taken while a migration of the VM began is dropped, since it would
+    /// have measured the migration too.
+    fn record_dirty_rate(&mut self, vm_uuid: &str, bytes_per_s: u64, now_ms: i64) -> Vec<Change> {
         if self.active_by_vm.contains_key(vm_uuid) {
             return Vec::new();
         }
+        let Some(host) = self
+            .hosts
+            .iter()
+            .find(|(_, e)| e.domains.iter().any(|d| d.uuid == vm_uuid))
+            .map(|(name, _)| name.clone())
+        else {
+            return Vec::new();
+        };
         let previous = self.dirty_rates.get(vm_uuid).map(|r| r.bytes_per_s);
         self.dirty_rates.insert(
             vm_uuid.to_owned(),
@@ -71,11 +98,11 @@ impl FleetState {
     }
 
     /// The VM's latest reading, when it is younger than [`FRESH_DIRTY_RATE_MS`] at `now_ms`.
-    pub fn fresh_dirty_rate(&self, vm_uuid: &str, now_ms: i64) -> Option<u64> {
+    pub fn fresh_dirty_rate(&self, vm_uuid: &str, now_ms: i64) -> Option<DirtyRate> {
         self.dirty_rates
             .get(vm_uuid)
             .filter(|r| now_ms.saturating_sub(r.at_ms) <= FRESH_DIRTY_RATE_MS)
-            .map(|r| r.bytes_per_s)
+            .copied()
     }
 
     /// Every VM's latest reading with its host, for the metrics (where it runs now).

@@ -798,7 +798,15 @@ fn a_dirty_rate_is_measured_only_while_the_vm_does_not_migrate() {
         f.begin_measurement("a", 60_000, 30_000).is_none(),
         "not due yet"
     );
-    assert_eq!(f.fresh_dirty_rate(VM, 30_000), Some(40 << 20));
+    assert_eq!(
+        f.fresh_dirty_rate(VM, 30_000).map(|r| r.bytes_per_s),
+        Some(40 << 20)
+    );
+    assert!(
+        f.fresh_dirty_rate(VM, 2_000 + super::FRESH_DIRTY_RATE_MS + 1)
+            .is_none(),
+        "too old to stand for the guest now"
+    );
 
     // Due again; while it is measured a start is refused, so the two never overlap.
     assert_eq!(

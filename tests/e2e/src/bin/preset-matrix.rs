@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid};
+use converge_e2e::fleet::{start_with, state, vm_uuid, wait_dirty_rate};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use serde_json::{Value, json};
@@ -81,7 +81,11 @@ async fn main() {
         for config in &configs {
             let name = format!("bench-{load}");
             lab.start_vm_sized(&name, mode, mb, rate, memory).await;
+            let booted_ms = now_ms();
             let uuid = vm_uuid(&admin, &name, "a").await;
+            // A reading of the guest at work, not of its boot: as a VM that has run a while
+            // would have (the background measurement is every 10 s here).
+            wait_dirty_rate(&admin, &uuid, booted_ms).await;
             let settings = settings_for(config, &presets);
             let started = Instant::now();
             let requested_ms = now_ms();
@@ -363,7 +367,15 @@ async fn follow(admin: &Client, id: &str, until: Instant, apply_advice: bool) ->
                         Some(body),
                     )
                     .await;
-                run.applied = Some(format!("{} ({status})", advice["action"]));
+                if status.is_success() {
+                    run.applied = Some(advice["action"].to_string());
+                } else {
+                    // It ended (or moved on) between the reading and the click.
+                    println!(
+                        "        advice not applied ({status}): {}",
+                        advice["action"]
+                    );
+                }
             }
         }
         let done = !["starting", "running", "post_copy"].contains(&state(&detail));

@@ -2,21 +2,18 @@
 //! through the API on a real migration that was not finishing, and it then completes;
 //! a lever that would not help is not advised.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid, wait_dirty_rate, wait_until};
+use converge_e2e::fleet::{
+    abort_and_wait, start_with, state, vm_uuid, wait_dirty_rate, wait_until,
+};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
-use converge_testkit::lab::{HOSTS_CONFIG, Lab};
+use converge_testkit::lab::Lab;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
-
-async fn lab_server() -> TestServer {
-    TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
-}
 
 /// The advised move of `lever`, if the forecast gives one.
 fn advised(detail: &Value, lever: &str) -> Option<Value> {
@@ -63,7 +60,7 @@ async fn a_small_hot_set_gets_the_downtime_limit_that_fits_and_completes_with_it
     // 8 MiB rewritten at 200 MiB/s: every pass finds it all dirty again, and 8 MiB at
     // 32 MiB/s needs ~250 ms of pause against a 50 ms limit.
     lab.start_vm("t-hot", "loop", 8, 200).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-hot", "a").await;
     let settings = json!({ "bandwidth_mib_s": 32, "downtime_limit_ms": 50 });
@@ -133,10 +130,10 @@ async fn a_measured_dirty_rate_gives_the_bandwidth_that_completes_and_no_useless
     // 128 MiB rewritten at 50 MiB/s over a 32 MiB/s limit: every 4 s pass finds the whole
     // set dirty, so the passes alone show only "at least 32 MiB/s".
     lab.start_vm("t-bandwidth", "loop", 128, 50).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-bandwidth", "a").await;
-    let measured = wait_dirty_rate(&admin, &uuid).await;
+    let measured = wait_dirty_rate(&admin, &uuid, 0).await;
     println!(
         "measured before migrating: {:.1} MiB/s",
         measured as f64 / MIB as f64
@@ -170,5 +167,164 @@ async fn a_measured_dirty_rate_gives_the_bandwidth_that_completes_and_no_useless
     println!("{}: {outcome}", record[0]["action"]);
     assert!(outcome.starts_with("completed "), "{outcome}");
     lab.remove_vm("t-bandwidth").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_advised_switch_to_post_copy_completes_a_guest_that_outruns_the_link() {
+    let lab = Lab::acquire().await;
+    lab.start_vm("t-postcopy", "fresh", 128, 0).await;
+    let server = TestServer::lab("").await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-postcopy", "a").await;
+    let settings = json!({ "bandwidth_mib_s": 32, "capabilities": { "postcopy": true } });
+    let id = start_with(&admin, &uuid, "b", settings).await;
+    let said = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(90),
+        "advised post-copy",
+        |d| {
+            d["migration"]["forecast"]["verdict"] == "will_not_converge"
+                && advised(d, "post_copy").is_some()
+        },
+    )
+    .await;
+    let advice = advised(&said, "post_copy").unwrap();
+    println!("advised: {} ({})", advice["action"], advice["effect"]);
+    apply(&admin, &id, &advice).await;
+    let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", ended).await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    let record = applied(&done);
+    assert_eq!(record.len(), 1, "{}", done["migration"]["advice_log"]);
+    let outcome = record[0]["outcome"].as_str().unwrap();
+    println!("{}: {outcome}", record[0]["action"]);
+    assert!(outcome.starts_with("completed "), "{outcome}");
+    assert_eq!(
+        lab.state_on("b", "t-postcopy").await.as_deref(),
+        Some("running")
+    );
+    lab.remove_vm("t-postcopy").await;
+    server.stop().await;
+}
+
+/// The advice's restart with auto-converge: abort, start again with it, completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_advised_restart_with_auto_converge_completes() {
+    let lab = Lab::acquire().await;
+    // New random data as fast as the guest can write: no set to find, no xbzrle help.
+    lab.start_vm("t-auto", "fresh", 128, 0).await;
+    let server = TestServer::lab("").await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-auto", "a").await;
+    let link = json!({ "bandwidth_mib_s": 100 });
+    let id = start_with(&admin, &uuid, "b", link.clone()).await;
+    let said = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(90),
+        "said it will not converge",
+        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
+    )
+    .await;
+    let advice = said["migration"]["forecast"]["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "Abort, then start again with auto-converge")
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no auto-converge restart: {}",
+                said["migration"]["forecast"]
+            )
+        });
+    println!("advised: {} ({})", advice["action"], advice["effect"]);
+    abort_and_wait(&admin, &id).await;
+    let mut settings = link;
+    settings["capabilities"] =
+        json!({ "auto_converge": { "initial_pct": 20, "increment_pct": 10 } });
+    let again = start_with(&admin, &uuid, "b", settings).await;
+    let done = wait_until(&admin, &again, Duration::from_secs(120), "ended", ended).await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    println!(
+        "restarted with auto-converge: completed at up to {} % throttle",
+        done["migration"]["max_throttle_pct"]
+    );
+    lab.remove_vm("t-auto").await;
+    server.stop().await;
+}
+
+/// "Retry when the guest is idle", followed with Converge's own measurement: a guest busy
+/// for 45 s then idle for 40 s will not converge while busy; aborted, it is started again
+/// once the VM list's background reading shows it quiet, and completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn retrying_when_the_measurement_finds_the_guest_idle_completes() {
+    let lab = Lab::acquire().await;
+    lab.remove_vm("t-phases").await;
+    lab.run_with(
+        &["start-vm", "t-phases", "phases", "128", "100", "a"],
+        &[
+            ("LAB_DIRTY_BUSY_S", "45"),
+            ("LAB_DIRTY_IDLE_S", "40"),
+            ("LAB_VM_MEMORY_MIB", "256"),
+        ],
+    )
+    .await;
+    let server = TestServer::lab("\n[dirty_rate]\nevery_s = 10\ngap_s = 0\n").await;
+    let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
+    let uuid = vm_uuid(&admin, "t-phases", "a").await;
+    let busy = wait_dirty_rate(&admin, &uuid, 0).await;
+    println!("busy: {:.1} MiB/s", busy as f64 / MIB as f64);
+    let link = json!({ "bandwidth_mib_s": 32 });
+    let id = start_with(&admin, &uuid, "b", link.clone()).await;
+    let said = wait_until(
+        &admin,
+        &id,
+        Duration::from_secs(40),
+        "said it will not converge",
+        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
+    )
+    .await;
+    let last = said["migration"]["forecast"]["advice"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(last["action"], "Abort and retry when the guest is idle");
+    let aborted_at = converge_testkit::now_ms();
+    abort_and_wait(&admin, &id).await;
+    // The VM list's reading, taken after the abort, says when it has gone quiet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let quiet = loop {
+        let vms = admin.get("/api/vms").await;
+        let reading = vms
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|vm| vm["uuid"] == uuid.as_str() && vm["host"] == "a")
+            .map(|vm| vm["dirty_rate"].clone())
+            .unwrap_or(Value::Null);
+        let fresh = reading["at_ms"].as_i64().is_some_and(|at| at > aborted_at);
+        if let Some(rate) = reading["bytes_per_s"].as_u64().filter(|_| fresh)
+            && rate < 8 * MIB
+        {
+            break rate;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never measured quiet: {reading}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "quiet: {:.1} MiB/s; starting again",
+        quiet as f64 / MIB as f64
+    );
+    let again = start_with(&admin, &uuid, "b", link).await;
+    let done = wait_until(&admin, &again, Duration::from_secs(40), "ended", ended).await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    lab.remove_vm("t-phases").await;
     server.stop().await;
 }

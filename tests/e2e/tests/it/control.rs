@@ -12,10 +12,6 @@ use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn lab_server() -> TestServer {
-    TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
-}
-
 /// Every sample the server kept for the migration.
 async fn samples(client: &Client, id: &str) -> Vec<Value> {
     client.get(&format!("/api/migrations/{id}")).await["samples"]
@@ -60,7 +56,7 @@ async fn patch(client: &Client, id: &str, body: Value) -> (reqwest::StatusCode, 
 async fn xbzrle_sends_deltas_and_the_loop_vm_completes() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-xbzrle", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-xbzrle", "a").await;
     let id = start_with(
@@ -101,7 +97,7 @@ async fn xbzrle_sends_deltas_and_the_loop_vm_completes() {
 async fn auto_converge_throttles_the_fresh_vm_harder_and_harder() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-fresh", "fresh", 128, 0).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-fresh", "a").await;
     let id = start_with(
@@ -157,7 +153,7 @@ async fn auto_converge_throttles_the_fresh_vm_harder_and_harder() {
 async fn a_post_copy_switch_on_request_completes_with_page_requests() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-postcopy", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let otto = Client::login(&server.url, "otto", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&otto, "t-postcopy", "a").await;
     let id = start_with(
@@ -220,7 +216,7 @@ async fn a_post_copy_switch_on_request_completes_with_page_requests() {
 async fn parallel_connections_reach_qemu() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-multifd", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-multifd", "a").await;
     let id = start_with(
@@ -269,7 +265,7 @@ async fn parallel_connections_reach_qemu() {
 async fn the_completion_deadline_aborts_with_its_reason() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-deadline", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-deadline", "a").await;
     let id = start_with(
@@ -327,7 +323,7 @@ async fn the_completion_deadline_aborts_with_its_reason() {
 async fn a_stall_switches_to_post_copy_and_the_migration_completes() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-stall", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-stall", "a").await;
     let id = start_with(
@@ -374,7 +370,7 @@ async fn a_stall_switches_to_post_copy_and_the_migration_completes() {
 async fn downtime_steps_are_applied_and_read_back_from_libvirt() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-steps", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-steps", "a").await;
     let id = start_with(
@@ -432,7 +428,7 @@ async fn downtime_steps_are_applied_and_read_back_from_libvirt() {
 async fn every_lever_call_is_audited_and_refusals_change_nothing() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-levers", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let otto = Client::login(&server.url, "otto", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&otto, "t-levers", "a").await;
 
@@ -573,7 +569,7 @@ async fn history_survives_a_server_restart() {
 async fn a_pause_deadline_forces_switchover_and_the_guest_runs_on() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-pause", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-pause", "a").await;
     let id = start_with(

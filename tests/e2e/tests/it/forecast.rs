@@ -1,17 +1,12 @@
 //! The forecast and the adaptive preset against real QEMU.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid, wait_until};
+use converge_e2e::fleet::{abort_and_wait, start_with, state, vm_uuid, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
-use converge_testkit::lab::{HOSTS_CONFIG, Lab};
+use converge_testkit::lab::Lab;
 use serde_json::{Value, json};
-
-async fn lab_server() -> TestServer {
-    TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
-}
 
 fn actions(detail: &Value) -> Vec<(String, String, String)> {
     detail["migration"]["actions"]
@@ -29,7 +24,7 @@ fn actions(detail: &Value) -> Vec<(String, String, String)> {
 async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-verdict", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-verdict", "a").await;
     let id = start_with(&admin, &uuid, "b", json!({ "bandwidth_mib_s": 32 })).await;
@@ -56,19 +51,29 @@ async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert!(advice.iter().any(|a| a.contains("xbzrle")), "{advice:?}");
     assert_eq!(
         advice.last(),
         Some(&"Abort and retry when the guest is idle")
     );
-    let (status, _) = admin
-        .post(&format!("/api/migrations/{id}/abort"), json!({}))
-        .await;
-    assert_eq!(status, 202);
-    wait_until(&admin, &id, Duration::from_secs(30), "ended", |d| {
-        state(d) != "running"
+    // The restart it advises, followed: abort, start again with xbzrle at the advised
+    // cache, and it completes.
+    let xbzrle = advice
+        .iter()
+        .find_map(|a| a.strip_prefix("Abort, then start again with xbzrle (cache "))
+        .unwrap_or_else(|| panic!("no xbzrle restart advised: {advice:?}"));
+    let cache_mib: u64 = xbzrle.trim_end_matches(" MiB)").parse().unwrap();
+    abort_and_wait(&admin, &id).await;
+    let settings = json!({
+        "bandwidth_mib_s": 32,
+        "capabilities": { "xbzrle_cache_bytes": cache_mib << 20 },
+    });
+    let again = start_with(&admin, &uuid, "b", settings).await;
+    let done = wait_until(&admin, &again, Duration::from_secs(90), "ended", |d| {
+        !["starting", "running", "post_copy"].contains(&state(d))
     })
     .await;
+    assert_eq!(state(&done), "completed", "{}", done["migration"]);
+    println!("restarted with the advised {cache_mib} MiB xbzrle cache: completed");
     lab.remove_vm("t-verdict").await;
     server.stop().await;
 }
@@ -77,7 +82,7 @@ async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
 async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-eta", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-eta", "a").await;
     let settings = json!({
@@ -152,7 +157,7 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
 async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_completes() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-cache", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-cache", "a").await;
     let with_cache = |mib: u64| {
@@ -178,14 +183,7 @@ async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_complet
         advice["action"], "Abort, then start again with an xbzrle cache of 256 MiB",
         "{advice}"
     );
-    let (status, _) = admin
-        .post(&format!("/api/migrations/{id}/abort"), json!({}))
-        .await;
-    assert_eq!(status, 202);
-    wait_until(&admin, &id, Duration::from_secs(30), "ended", |d| {
-        state(d) != "running"
-    })
-    .await;
+    abort_and_wait(&admin, &id).await;
     let id = start_with(&admin, &uuid, "b", with_cache(256)).await;
     let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", |d| {
         !["starting", "running", "post_copy"].contains(&state(d))
@@ -200,7 +198,7 @@ async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_complet
 async fn the_adaptive_preset_completes_a_loop_guest_with_xbzrle() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-adapt-loop", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-adapt-loop", "a").await;
     let presets = admin.get("/api/presets").await;
@@ -229,7 +227,7 @@ async fn the_adaptive_preset_completes_a_loop_guest_with_xbzrle() {
 async fn the_adaptive_preset_rescues_a_fresh_guest_with_post_copy() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-adapt-fresh", "fresh", 128, 0).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-adapt-fresh", "a").await;
     let id = start_with(

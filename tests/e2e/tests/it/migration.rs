@@ -1,19 +1,14 @@
 //! Real migrations between the lab's two libvirt hosts, watched through the API and the
 //! event stream.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{start, state, vm_uuid, wait_sampled, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::SseReader;
-use converge_testkit::lab::{HOSTS_CONFIG, Lab};
+use converge_testkit::lab::Lab;
 use serde_json::{Value, json};
-
-async fn lab_server() -> TestServer {
-    TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), HOSTS_CONFIG).await
-}
 
 /// The Prometheus token of [`lab_server_with_metrics`].
 const METRICS_TOKEN: &str = "e2e scrape token";
@@ -25,10 +20,10 @@ async fn lab_server_with_metrics() -> (TestServer, String) {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let config = format!(
-        "{HOSTS_CONFIG}\n[metrics]\nlisten = \"127.0.0.1:9184\"\ntoken_sha256 = \"{hash}\"\n"
-    );
-    let server = TestServer::start_with(Arc::new(tempfile::tempdir().unwrap()), &config).await;
+    let server = TestServer::lab(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:9184\"\ntoken_sha256 = \"{hash}\"\n"
+    ))
+    .await;
     // The config's address is for the `converge` binary; a test binds a free port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
@@ -73,7 +68,7 @@ fn metric(scraped: &[(String, f64)], prefix: &str) -> Option<f64> {
 async fn an_idle_vm_migrates_with_samples_then_final_stats() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-idle", "idle", 0, 0).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-idle", "a").await;
     let mut stream = SseReader::open(&server.url, &admin.cookie, None)
@@ -255,7 +250,7 @@ async fn a_loop_vm_does_not_converge_and_abort_keeps_it_on_a() {
 async fn a_destination_equal_to_the_source_starts_nothing() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-same", "idle", 0, 0).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-same", "a").await;
     let (status, body) = admin
@@ -292,7 +287,7 @@ async fn a_destination_equal_to_the_source_starts_nothing() {
 async fn a_libvirtd_restart_is_survived_and_reported() {
     let lab = Lab::acquire().await;
     lab.start_vm("t-restart", "loop", 128, 100).await;
-    let server = lab_server().await;
+    let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-restart", "a").await;
     let mut stream = SseReader::open(&server.url, &admin.cookie, None)
