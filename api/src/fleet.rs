@@ -103,4 +103,7 @@ pub struct DirtyRate {
     pub at_ms: i64,
     /// The measurement before it, bytes/s: the trend.
     pub previous_bytes_per_s: Option<u64>,
+    /// How long it measured, s. It counts distinct pages, so a set the guest rewrites
+    /// within this period reads as the set's size per period, whatever the real rate.
+    pub period_s: u32,
 }

@@ -164,7 +164,10 @@ mod older_records {
         });
         let mut old = serde_json::to_value(&m).unwrap();
         old.as_object_mut().unwrap().remove("advice_log");
-        old["forecast"].as_object_mut().unwrap().remove("dirty_rate_basis");
+        old["forecast"]
+            .as_object_mut()
+            .unwrap()
+            .remove("dirty_rate_basis");
         let read: Migration = serde_json::from_value(old).unwrap();
         assert!(read.advice_log.is_empty());
         assert_eq!(read.forecast.unwrap().dirty_rate_basis, Basis::Unknown);

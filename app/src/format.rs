@@ -1,7 +1,8 @@
 //! Numbers in human units: binary sizes (MiB, GiB), rates, durations.
 //!
 //! Integer arithmetic only: formatting an `f64` pulls Rust's float printing into the wasm
-//! bundle (~10 KB), and no figure here needs it.
+//! bundle (~10 KB), and no figure here needs it. A number and its unit are joined with
+//! `+` rather than `format!`, which sets up its formatting machinery at every call.
 
 const KIB: u64 = 1024;
 const MIB: u64 = KIB * 1024;
@@ -29,15 +30,15 @@ fn fixed(numerator: u64, denominator: u64, decimals: u32) -> String {
 /// up to its limit, so no figure reads `1024 MiB` or `10.0 MiB`.
 pub fn bytes(n: u64) -> String {
     if n >= GIB - MIB / 2 {
-        format!("{} GiB", fixed(n, GIB, 2))
+        fixed(n, GIB, 2) + " GiB"
     } else if n >= 10 * MIB - MIB / 20 {
-        format!("{} MiB", fixed(n, MIB, 0))
+        fixed(n, MIB, 0) + " MiB"
     } else if n >= MIB - KIB / 2 {
-        format!("{} MiB", fixed(n, MIB, 1))
+        fixed(n, MIB, 1) + " MiB"
     } else if n >= KIB {
-        format!("{} KiB", fixed(n, KIB, 0))
+        fixed(n, KIB, 0) + " KiB"
     } else {
-        format!("{n} B")
+        n.to_string() + " B"
     }
 }
 
@@ -45,11 +46,11 @@ pub fn bytes(n: u64) -> String {
 pub fn rate(bytes_per_s: u64) -> String {
     let n = bytes_per_s;
     if n >= GIB - MIB / 20 {
-        format!("{} GiB/s", fixed(n, GIB, 2))
+        fixed(n, GIB, 2) + " GiB/s"
     } else if n >= MIB - KIB / 2 {
-        format!("{} MiB/s", fixed(n, MIB, 1))
+        fixed(n, MIB, 1) + " MiB/s"
     } else {
-        format!("{} KiB/s", fixed(n, KIB, 0))
+        fixed(n, KIB, 0) + " KiB/s"
     }
 }
 
@@ -57,9 +58,9 @@ pub fn rate(bytes_per_s: u64) -> String {
 /// reads `59.9 s`, not `60.0 s`.
 pub fn duration_ms(ms: u64) -> String {
     if ms < 1000 {
-        format!("{ms} ms")
+        ms.to_string() + " ms"
     } else if ms < 60_000 {
-        format!("{} s", fixed(ms / 100, 10, 1))
+        fixed(ms / 100, 10, 1) + " s"
     } else if ms < 3_600_000 {
         format!("{} min {:02} s", ms / 60_000, (ms / 1000) % 60)
     } else {
@@ -75,16 +76,29 @@ pub fn pct(p: f64) -> String {
 
 /// `2026-11-28 14:03:07` in the browser's local time.
 pub fn clock(unix_ms: i64) -> String {
-    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(unix_ms as f64));
+    let d = date(unix_ms);
     format!(
-        "{}-{:02}-{:02} {:02}:{:02}:{:02}",
+        "{}-{:02}-{:02} {}",
         d.get_full_year(),
         d.get_month() + 1,
         d.get_date(),
+        time_of_day(unix_ms)
+    )
+}
+
+/// `14:03:07` in the browser's local time: the end of [`clock`].
+pub fn time_of_day(unix_ms: i64) -> String {
+    let d = date(unix_ms);
+    format!(
+        "{:02}:{:02}:{:02}",
         d.get_hours(),
         d.get_minutes(),
         d.get_seconds()
     )
+}
+
+fn date(unix_ms: i64) -> js_sys::Date {
+    js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(unix_ms as f64))
 }
 
 /// The preset a migration started from and the settings its start changed: `converge`,

@@ -1,6 +1,5 @@
 //! The fleet as the dashboard sees it: a REST snapshot kept current by the event stream.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use converge_api::{
@@ -33,8 +32,9 @@ pub struct Live {
     pub hosts: RwSignal<Vec<Host>>,
     /// Every VM.
     pub vms: RwSignal<Vec<Vm>>,
-    /// Migrations by id; each in its own signal so a tick redraws one card.
-    pub migrations: RwSignal<BTreeMap<String, RwSignal<MigrationView>>>,
+    /// Migrations by id, in id order; each in its own signal so a tick redraws one card.
+    /// (A sorted `Vec`: a `BTreeMap` costs kilobytes of wasm for a handful of entries.)
+    pub migrations: RwSignal<Vec<(String, RwSignal<MigrationView>)>>,
     /// The stream's state, for the "live" indicator.
     pub stream: RwSignal<StreamState>,
     /// The last error fetching the snapshot.
@@ -48,7 +48,7 @@ impl Live {
         let live = Self {
             hosts: RwSignal::new(Vec::new()),
             vms: RwSignal::new(Vec::new()),
-            migrations: RwSignal::new(BTreeMap::new()),
+            migrations: RwSignal::new(Vec::new()),
             stream: RwSignal::new(StreamState::Connecting),
             error: RwSignal::new(None),
         };
@@ -107,7 +107,10 @@ impl Live {
                     .iter()
                     .position(|vm| vm.host > host)
                     .unwrap_or(all.len());
-                all.splice(at..at, vms);
+                // `split_off` and `extend`, not `splice`: the same, in less wasm.
+                let after = all.split_off(at);
+                all.extend(vms);
+                all.extend(after);
             }),
             LiveEvent::Migration(MigrationUpdate {
                 migration,
@@ -126,9 +129,7 @@ impl Live {
         sample: Option<Sample>,
         iteration: Option<IterationMark>,
     ) {
-        let existing = self
-            .migrations
-            .with_untracked(|m| m.get(&migration.id).copied());
+        let existing = self.migrations.with_untracked(|m| find(m, &migration.id));
         if let Some(view) = existing {
             view.update(|v| {
                 if let Some(sample) = sample {
@@ -163,7 +164,8 @@ impl Live {
             iterations: iteration.into_iter().collect(),
         });
         self.migrations.update(|m| {
-            m.insert(id.clone(), view);
+            let at = m.partition_point(|(other, _)| *other < id);
+            m.insert(at, (id.clone(), view));
         });
         // Fill the series from the server's history, then keep the live tail.
         leptos::task::spawn_local(async move {
@@ -202,6 +204,17 @@ impl Live {
         display_order(&mut all);
         all.into_iter().map(|(entry, ..)| entry).collect()
     }
+}
+
+/// The signal of migration `id` in [`Live::migrations`], if it is there.
+pub fn find(
+    migrations: &[(String, RwSignal<MigrationView>)],
+    id: &str,
+) -> Option<RwSignal<MigrationView>> {
+    migrations
+        .iter()
+        .find(|(other, _)| other == id)
+        .map(|&(_, view)| view)
 }
 
 /// Display order of `(migration, active, started at)`: active first, then newest first;

@@ -4,6 +4,7 @@
 use converge_api::{LeverChange, MigrationState};
 use leptos::prelude::*;
 
+use crate::components::{ShowIf, error_alert};
 use crate::live::MigrationView;
 use crate::{api, format, hints};
 
@@ -22,19 +23,19 @@ pub fn Levers(view: RwSignal<MigrationView>) -> impl IntoView {
     let xbzrle = move || caps().is_none_or(|c| c.xbzrle_cache_bytes.is_some());
     let postcopy = move || caps().is_none_or(|c| c.postcopy);
     view! {
-        <Show when=active>
+        <ShowIf when=active>
             <div class="levers" data-testid="levers">
                 <Lever view=view name="downtime" label="Downtime limit" unit="ms"
                     make=|v| LeverChange::DowntimeLimit { ms: v } />
                 <Lever view=view name="bandwidth" label="Bandwidth" unit="MiB/s"
                     make=|v| LeverChange::Bandwidth { mib_s: v } />
-                <Show when=xbzrle>
+                <ShowIf when=xbzrle>
                     <Lever view=view name="xbzrle" label="xbzrle cache" unit="MiB"
                         make=|v| LeverChange::XbzrleCache { bytes: v.saturating_mul(1 << 20) } />
-                </Show>
-                <Show when=postcopy><PostCopy view=view /></Show>
+                </ShowIf>
+                <ShowIf when=postcopy><PostCopy view=view /></ShowIf>
             </div>
-        </Show>
+        </ShowIf>
         <AbortControl view=view />
     }
 }
@@ -113,7 +114,7 @@ fn PostCopy(view: RwSignal<MigrationView>) -> impl IntoView {
         <div class="lever" data-lever="postcopy">
             <button class="secondary" data-testid="postcopy" on:click=switch>"Switch to post-copy"</button>
             <p class="hint">{hint}</p>
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {error_alert(error)}
         </div>
     }
 }
@@ -137,9 +138,9 @@ fn AbortControl(view: RwSignal<MigrationView>) -> impl IntoView {
     };
     let active = move || view.with(|v| v.migration.state.is_active());
     view! {
-        <Show when=active>
+        <ShowIf when=active>
             <div class="controls">
-                <Show when=move || confirming.get()
+                <ShowIf when=move || confirming.get()
                     fallback=move || view! {
                         <button class="danger" data-testid="abort" on:click=move |_| confirming.set(true)>"Abort…"</button>
                     }>
@@ -150,10 +151,10 @@ fn AbortControl(view: RwSignal<MigrationView>) -> impl IntoView {
                     </span>
                     <button class="danger" data-testid="abort-confirm" on:click=abort disabled=move || pending.get()>"Abort migration"</button>
                     <button class="secondary" on:click=move |_| confirming.set(false)>"Keep going"</button>
-                </Show>
-                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                </ShowIf>
+                {error_alert(error)}
             </div>
-        </Show>
+        </ShowIf>
     }
 }
 

@@ -1,6 +1,6 @@
 //! A live card per migration: numbers, two charts, and abort for operators.
 
-use converge_api::{MigrationState, Sample};
+use converge_api::{MigrationState, Sample, Verdict};
 use leptos::prelude::*;
 
 use super::chart::{LineChart, Series};
@@ -137,7 +137,7 @@ fn ForecastView(view: RwSignal<MigrationView>, can_operate: bool) -> impl IntoVi
             view! {
                 <div class="forecast" data-testid="forecast">
                     <p>
-                        <span class=format!("verdict verdict-{verdict}") data-testid="verdict">{verdict.replace('_', " ")}</span>
+                        <span class=format!("verdict verdict-{verdict}") data-testid="verdict">{verdict_label(f.verdict)}</span>
                         " " <span data-testid="eta">{eta}</span>
                     </p>
                     <p class="hint">{f.reason}</p>
@@ -240,6 +240,21 @@ fn downtime_text(last: Option<Sample>, limit_ms: Option<u64>) -> String {
         (Some(e), None) => format::duration_ms(e),
         (None, Some(l)) => format!("– (limit {})", format::duration_ms(l)),
         (None, None) => "–".into(),
+    }
+}
+
+/// The verdict in words: its wire name with spaces (a `match`, not `str::replace`, which
+/// costs more wasm than these strings).
+fn verdict_label(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Converging => "converging",
+        Verdict::Stalled => "stalled",
+        Verdict::WillNotConverge => "will not converge",
+        Verdict::SwitchingOver => "switching over",
+        Verdict::PostCopy => "post copy",
+        Verdict::Completed => "completed",
+        Verdict::Failed => "failed",
+        Verdict::Aborted => "aborted",
     }
 }
 

@@ -8,6 +8,7 @@ use converge_api::{
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 
+use crate::components::error_alert;
 use crate::{api, format};
 
 /// The form's fields: text as typed, parsed on every change.
@@ -342,7 +343,7 @@ pub fn StartDialog(
                     }).collect_view().into_any(),
                 }}
             </ul>
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {error_alert(error)}
             <div class="actions">
                 <button type="button" class="secondary" on:click=move |_| on_close.run(())>"Cancel"</button>
                 <button type="submit" data-testid="start-submit"

@@ -1,9 +1,7 @@
 //! Figures as the user reads them: the right unit, and a number that is the value rounded
 //! to its last digit, whatever the value.
 
-use super::{
-    GIB, KIB, MIB, advice_outcome, bytes, dirty_rate, duration_ms, pct, preset, rate,
-};
+use super::{GIB, KIB, MIB, advice_outcome, bytes, dirty_rate, duration_ms, pct, preset, rate};
 
 /// A size or rate as written: its number, its unit in bytes, and its decimals.
 fn read(text: &str) -> (f64, u64, usize) {
@@ -258,14 +256,24 @@ fn a_dirty_rate_reading_says_its_trend_and_age() {
         bytes_per_s,
         at_ms: 1_000_000,
         previous_bytes_per_s,
+        period_s: 1,
     };
-    assert_eq!(dirty_rate(&r(12 * MIB, None), 1_030_000), "12.0 MiB/s 30 s ago");
+    assert_eq!(
+        dirty_rate(&r(12 * MIB, None), 1_030_000),
+        "12.0 MiB/s 30 s ago"
+    );
     assert_eq!(
         dirty_rate(&r(12 * MIB, Some(6 * MIB)), 1_000_000 + 185_000),
         "12.0 MiB/s ↑ 3 min ago"
     );
-    assert_eq!(dirty_rate(&r(6 * MIB, Some(12 * MIB)), 1_000_000), "6.0 MiB/s ↓ 0 s ago");
-    assert_eq!(dirty_rate(&r(11 * MIB, Some(12 * MIB)), 1_000_000), "11.0 MiB/s 0 s ago");
+    assert_eq!(
+        dirty_rate(&r(6 * MIB, Some(12 * MIB)), 1_000_000),
+        "6.0 MiB/s ↓ 0 s ago"
+    );
+    assert_eq!(
+        dirty_rate(&r(11 * MIB, Some(12 * MIB)), 1_000_000),
+        "11.0 MiB/s 0 s ago"
+    );
 }
 
 #[test]

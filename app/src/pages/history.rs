@@ -48,7 +48,11 @@ fn row(m: Migration) -> impl IntoView {
         (_, Some(e)) => format!("{}: {e}", state_label(m.state)),
         _ => state_label(m.state).to_owned(),
     };
-    let advice: Vec<String> = m.advice_log.iter().filter_map(format::advice_outcome).collect();
+    let advice: Vec<String> = m
+        .advice_log
+        .iter()
+        .filter_map(format::advice_outcome)
+        .collect();
     let target = Route::Migration(m.id.clone());
     view! {
         <tr data-migration=m.id.clone()>

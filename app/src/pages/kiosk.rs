@@ -115,8 +115,7 @@ fn token_from_address() -> Option<String> {
 fn Offline(since: RwSignal<Option<i64>>) -> impl IntoView {
     move || {
         since.get().map(|at| {
-            let clock = format::clock(at);
-            let time = clock.rsplit(' ').next().unwrap_or_default().to_owned();
+            let time = format::time_of_day(at);
             view! {
                 <p class="kiosk-offline" role="status" data-testid="kiosk-offline">
                     "Disconnected since " {time} " — reconnecting by itself"
@@ -155,8 +154,8 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
         let mut tiles: Vec<(u8, i64, RwSignal<MigrationView>)> = live
             .migrations
             .get()
-            .into_values()
-            .filter_map(|view| {
+            .into_iter()
+            .filter_map(|(_, view)| {
                 view.with(|v| {
                     v.migration
                         .state
@@ -200,7 +199,7 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
                     <span class=if up < hosts { "warn" } else { "" }><b>{format!("{up}/{hosts}")}</b> " hosts connected"</span>
                 }
             }}
-            <span class="kiosk-clock">{move || format::clock(now.get()).rsplit(' ').next().unwrap_or_default().to_owned()}</span>
+            <span class="kiosk-clock">{move || format::time_of_day(now.get())}</span>
         </header>
         <Offline since=offline_since />
         {move || {

@@ -4,6 +4,7 @@
 use converge_api::{CreatedKioskToken, KioskToken};
 use leptos::prelude::*;
 
+use crate::components::error_alert;
 use crate::{api, format};
 
 /// Create, list and revoke kiosk links.
@@ -55,7 +56,7 @@ pub fn KioskTokensPage() -> impl IntoView {
                     prop:value=move || label.get() on:input=move |ev| label.set(event_target_value(&ev)) /></label>
                 <button type="submit">"Create link"</button>
             </form>
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {error_alert(error)}
             {move || created.get().map(|c| {
                 let link = format!("{origin}{}", c.path);
                 view! {

@@ -3,6 +3,7 @@
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
 
+use crate::components::error_alert;
 use crate::{Auth, Session, api};
 
 /// Username and password form; on success the session state switches to signed in.
@@ -53,7 +54,7 @@ pub fn LoginPage(
                     <input name="password" type="password" autocomplete="current-password" required
                         bind:value=password />
                 </label>
-                {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                {error_alert(error)}
                 <button type="submit" disabled=move || pending.get()>
                     {move || if pending.get() { "Signing in…" } else { "Sign in" }}
                 </button>

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::components::migration_card::MigrationCard;
-use crate::live::{Live, MigrationView};
+use crate::live::{self, Live, MigrationView};
 use crate::{Auth, Session, api};
 
 /// The card of migration `id`, with its full series.
@@ -30,7 +30,7 @@ pub fn MigrationPage(
         });
         replay.set(Some(result.map_err(|e| e.to_string())));
     });
-    let shown = move || live.migrations.with(|m| m.get(&id).copied());
+    let shown = move || live.migrations.with(|m| live::find(m, &id));
     view! {
         <section class="migration-page">
             {move || match (shown(), replay.get()) {

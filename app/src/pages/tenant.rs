@@ -8,6 +8,7 @@ use converge_api::{LiveEvent, MigrationState, TenantMove, TenantVm, VmState};
 use leptos::prelude::*;
 
 use crate::api::{self, ApiError, StreamState};
+use crate::components::error_alert;
 use crate::live::follow_events;
 use crate::pages::fleet::StreamBadge;
 use crate::{Session, format};
@@ -56,7 +57,7 @@ pub fn TenantPage(
                 <StreamBadge state=stream />
             </div>
             <p class="muted">"Projects: " {projects.join(", ")}</p>
-            {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {error_alert(error)}
             {move || vms.get().map(|list| if list.is_empty() {
                 view! {
                     <div class="empty-state" data-testid="tenant-empty">

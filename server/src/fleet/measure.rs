@@ -58,7 +58,7 @@ async fn measure_host(
         let measured = tokio::select! {
             reading = handle.measure_dirty_rate(vm_uuid.clone(), config.period_s) => reading,
             () = stop.cancelled() => {
-                fleet.modify(|f| f.end_measurement(&vm_uuid, None, now));
+                fleet.modify(|f| f.end_measurement(&vm_uuid, None, config.period_s, now));
                 return;
             }
         };
@@ -66,7 +66,7 @@ async fn measure_host(
             tracing::debug!(%host, vm = %vm_uuid, error = %err, "no dirty-rate reading");
             None
         });
-        fleet.update(|f, now| f.end_measurement(&vm_uuid, reading, now));
+        fleet.update(|f, now| f.end_measurement(&vm_uuid, reading, config.period_s, now));
         if rest(Duration::from_secs(config.gap_s), &stop).await {
             return;
         }

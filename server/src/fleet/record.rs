@@ -47,7 +47,7 @@ pub(crate) struct MigrationRecord {
     pub(crate) asked_postcopy: bool,
     pub(crate) asked_pause: bool,
     /// The guest's dirty rate as libvirt measured it before this migration, bytes/s.
-    pub(crate) measured_dirty_rate: Option<u64>,
+    pub(crate) measured_dirty_rate: Option<converge_api::DirtyRate>,
     /// When a sample was last written to the history, and how far apart they are.
     last_stored_at_ms: i64,
     store_spacing_ms: i64,
@@ -202,7 +202,7 @@ impl MigrationRecord {
             downtime_limit_ms: m.levers.downtime_limit_ms.unwrap_or(300),
             caps: caps.as_ref(),
             bandwidth_limit_mib_s: m.levers.bandwidth_mib_s,
-            measured_dirty_rate: self.measured_dirty_rate,
+            measured: self.measured_dirty_rate,
         };
         self.migration.forecast = crate::forecast::forecast(&input);
         if let Some(at) = self.migration.last_sample.as_ref().map(|s| s.at_ms) {

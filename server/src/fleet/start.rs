@@ -155,8 +155,9 @@ impl Executor {
                     };
                     // A reading like the background's: the VM list and the forecast use it.
                     if claimed {
-                        self.fleet
-                            .update(|fleet, now| fleet.end_measurement(&uuid, measured, now));
+                        self.fleet.update(|fleet, now| {
+                            fleet.end_measurement(&uuid, measured, DIRTY_RATE_PERIOD_S, now)
+                        });
                     }
                     measured
                 }

@@ -425,9 +425,8 @@ impl FleetState {
         }
         let mut record = MigrationRecord::new(migration);
         record.call_in_flight = true;
-        record.measured_dirty_rate = self
-            .fresh_dirty_rate(&record.migration.vm_uuid, record.migration.started_at_ms)
-            .map(|r| r.bytes_per_s);
+        record.measured_dirty_rate =
+            self.fresh_dirty_rate(&record.migration.vm_uuid, record.migration.started_at_ms);
         self.active_by_vm.insert(
             record.migration.vm_uuid.clone(),
             record.migration.id.clone(),
@@ -528,9 +527,7 @@ impl FleetState {
         self.active_by_vm.insert(vm_uuid.to_owned(), id.clone());
         let mut record = MigrationRecord::new(migration);
         // Never measured while it migrates: a reading is from before.
-        record.measured_dirty_rate = self
-            .fresh_dirty_rate(vm_uuid, now_ms)
-            .map(|r| r.bytes_per_s);
+        record.measured_dirty_rate = self.fresh_dirty_rate(vm_uuid, now_ms);
         self.migrations.insert(id.clone(), record);
         Some((id, true))
     }

@@ -66,8 +66,18 @@ fn input<'a>(
         downtime_limit_ms: 300,
         caps,
         bandwidth_limit_mib_s: Some(32),
-        measured_dirty_rate: None,
+        measured: None,
     }
+}
+
+/// A measurement of `mib_s` MiB/s over one second, before the migration.
+fn measured(mib_s: u64) -> Option<converge_api::DirtyRate> {
+    Some(converge_api::DirtyRate {
+        bytes_per_s: mib_s * MIB,
+        at_ms: 0,
+        previous_bytes_per_s: None,
+        period_s: 1,
+    })
 }
 
 #[test]
@@ -139,7 +149,7 @@ fn a_measured_dirty_rate_gives_the_bandwidth_that_outruns_it() {
     let (samples, marks) = passes(&[128 * MIB, 128 * MIB], None);
     let caps = Capabilities::default();
     let mut i = input(&samples, &marks, Some(&caps));
-    i.measured_dirty_rate = Some(100 * MIB);
+    i.measured = measured(100);
     let f = forecast(&i).unwrap();
     assert_eq!(f.verdict, Verdict::WillNotConverge, "{}", f.reason);
     assert_eq!(f.dirty_rate_basis, Basis::Measured);
@@ -153,6 +163,30 @@ fn a_measured_dirty_rate_gives_the_bandwidth_that_outruns_it() {
         bandwidth.and_then(|l| l.value),
         Some(125),
         "the measured rate + 25 %"
+    );
+}
+
+#[test]
+fn a_measurement_that_found_the_whole_set_dirty_is_only_a_bound() {
+    // The lab's `fresh` guest: 142 MiB/s measured over a 131 MiB dirty set. The 159 MiB/s
+    // advised from it did not converge: the measurement had saturated too.
+    let (samples, marks) = passes(&[131 * MIB, 131 * MIB], None);
+    let caps = Capabilities::default();
+    let mut i = input(&samples, &marks, Some(&caps));
+    i.measured = measured(142);
+    let f = forecast(&i).unwrap();
+    assert_eq!(f.dirty_rate_basis, Basis::AtLeast, "{}", f.reason);
+    assert!(
+        f.reason.contains("dirties at least 142.0 MiB/s"),
+        "{}",
+        f.reason
+    );
+    assert!(
+        f.advice
+            .iter()
+            .all(|a| a.lever.is_none_or(|l| l.lever != LeverKind::Bandwidth)),
+        "{:?}",
+        f.advice
     );
 }
 
@@ -681,11 +715,14 @@ proptest! {
         ws in 16u64..400,
         jitter in prop::collection::vec(96u64..104, 2..6),
         limit in 1u64..200,
+        // And a measurement before it that found the whole set dirty (just as saturated).
+        whole_set_measured in prop::option::of(100u64..300),
     ) {
         let sets: Vec<u64> = jitter.iter().map(|j| ws * MIB * j / 100).collect();
         let (samples, marks) = passes(&sets, None);
         let mut i = input(&samples, &marks, None);
         i.bandwidth_limit_mib_s = Some(limit);
+        i.measured = whole_set_measured.and_then(|pct| measured(ws * pct / 100 + 1));
         let f = forecast(&i).unwrap();
         prop_assert_ne!(f.dirty_rate_basis, Basis::Measured, "{}", f.reason);
         prop_assert!(

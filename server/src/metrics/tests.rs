@@ -170,6 +170,7 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
             bytes_per_s: 12 * MIB,
             at_ms: NOW - 30_000,
             previous_bytes_per_s: None,
+            period_s: 1,
         },
     )];
     let fleet = Fleet {

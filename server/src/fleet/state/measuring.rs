@@ -49,19 +49,20 @@ impl FleetState {
         self.measuring.contains_key(vm_uuid)
     }
 
-    /// A measurement ended. A reading (bytes/s) is kept and published unless a migration
+    /// A measurement over `period_s` ended. A reading (bytes/s) is kept and published unless a migration
     /// of the VM began meanwhile: it would have measured the migration too.
     pub fn end_measurement(
         &mut self,
         vm_uuid: &str,
         reading: Option<u64>,
+        period_s: u32,
         now_ms: i64,
     ) -> Vec<Change> {
         if self.measuring.remove(vm_uuid).is_none() {
             return Vec::new();
         }
         match reading {
-            Some(bytes_per_s) => self.record_dirty_rate(vm_uuid, bytes_per_s, now_ms),
+            Some(bytes_per_s) => self.record_dirty_rate(vm_uuid, bytes_per_s, period_s, now_ms),
             None => Vec::new(),
         }
     }
@@ -69,7 +70,13 @@ impl FleetState {
     /// Keeps a reading of the VM's dirty rate (bytes/s) and publishes it with its host's VM
     /// list; a reading taken while a migration of the VM began is dropped, since it would
     /// have measured the migration too.
-    fn record_dirty_rate(&mut self, vm_uuid: &str, bytes_per_s: u64, now_ms: i64) -> Vec<Change> {
+    fn record_dirty_rate(
+        &mut self,
+        vm_uuid: &str,
+        bytes_per_s: u64,
+        period_s: u32,
+        now_ms: i64,
+    ) -> Vec<Change> {
         if self.active_by_vm.contains_key(vm_uuid) {
             return Vec::new();
         }
@@ -88,6 +95,7 @@ impl FleetState {
                 bytes_per_s,
                 at_ms: now_ms,
                 previous_bytes_per_s: previous,
+                period_s,
             },
         );
         let Some(entry) = self.hosts.get(&host) else {

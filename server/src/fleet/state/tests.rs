@@ -788,7 +788,7 @@ fn a_dirty_rate_is_measured_only_while_the_vm_does_not_migrate() {
         f.begin_measurement("a", 60_000, 1_000).is_none(),
         "one at a time per host"
     );
-    let changes = f.end_measurement(VM, Some(40 << 20), 2_000);
+    let changes = f.end_measurement(VM, Some(40 << 20), 1, 2_000);
     let Some(Change::Publish(LiveEvent::Vms(update))) = changes.first() else {
         panic!("the reading is published with the VM list: {changes:?}");
     };
@@ -817,13 +817,18 @@ fn a_dirty_rate_is_measured_only_while_the_vm_does_not_migrate() {
         f.begin(migration("m1")),
         Err(Refusal::Conflict(_))
     ));
-    f.end_measurement(VM, Some(50 << 20), 62_000);
+    f.end_measurement(VM, Some(50 << 20), 1, 62_000);
     let reading = f.vm(VM).unwrap().dirty_rate.unwrap();
     assert_eq!(reading.previous_bytes_per_s, Some(40 << 20), "the trend");
 
     // A migration's record keeps the reading from before it; a migrating VM is not due.
     f.begin(migration("m1")).unwrap();
-    assert_eq!(f.migrations["m1"].measured_dirty_rate, Some(50 << 20));
+    assert_eq!(
+        f.migrations["m1"]
+            .measured_dirty_rate
+            .map(|r| r.bytes_per_s),
+        Some(50 << 20)
+    );
     assert!(f.begin_measurement("a", 60_000, 200_000).is_none());
 }
 
@@ -835,6 +840,6 @@ fn a_reading_taken_while_a_migration_began_is_dropped() {
     f.measuring.clear();
     f.begin(migration("m1")).unwrap();
     f.measuring.insert(VM.into(), "a".into());
-    assert!(f.end_measurement(VM, Some(1 << 30), 2_000).is_empty());
+    assert!(f.end_measurement(VM, Some(1 << 30), 1, 2_000).is_empty());
     assert!(f.vm(VM).unwrap().dirty_rate.is_none());
 }
