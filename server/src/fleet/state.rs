@@ -22,6 +22,9 @@ use super::record::MigrationRecord;
 use super::{Act, ActKind};
 use crate::config::{ProjectConfig, ProjectVm};
 
+/// A reading of a migration that ended at most this long ago, of a job that began while
+/// that migration was recorded (or this much before), is a late reading of it, ms.
+const LATE_READING_MS: i64 = 5_000;
 /// Finished migrations kept in memory for the fleet page.
 const KEEP_FINISHED: usize = 100;
 /// `VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY`: the source paused because post-copy began.
@@ -507,17 +510,22 @@ impl FleetState {
         if let Some(id) = self.active_by_vm.get(vm_uuid) {
             return (self.migrations[id].migration.source == host).then(|| (id.clone(), false));
         }
+        let elapsed = i64::try_from(stats.u64("time_elapsed").unwrap_or(0)).unwrap_or(0);
+        if self.orphans.get(vm_uuid).is_none_or(|o| o.source != host)
+            && self.is_late_reading(host, vm_uuid, now_ms - elapsed, now_ms)
+        {
+            return None;
+        }
         let migration = match self.orphans.remove(vm_uuid) {
             Some(orphan) if orphan.source == host => orphan,
             _ => {
-                let elapsed = stats.u64("time_elapsed").unwrap_or(0);
                 let mut found = Migration::begun(
                     new_id(),
                     vm_uuid.to_owned(),
                     vm_name.to_owned(),
                     host.to_owned(),
                     MigrationState::Running,
-                    now_ms - i64::try_from(elapsed).unwrap_or(0),
+                    now_ms - elapsed,
                 );
                 found.destination = self.incoming_host_of(vm_uuid, host);
                 found
@@ -530,6 +538,24 @@ impl FleetState {
         record.measured_dirty_rate = self.fresh_dirty_rate(vm_uuid, now_ms);
         self.migrations.insert(id.clone(), record);
         Some((id, true))
+    }
+
+    /// Whether a reading of a job that began at `job_started_ms` is a late one of the VM's
+    /// migration from `host` that has just ended: the host's sampler read it just before
+    /// the end, and its report came after the end's (seen in CI: a "found running" copy of
+    /// a completed migration). Not a new migration to adopt.
+    fn is_late_reading(&self, host: &str, vm_uuid: &str, job_started_ms: i64, now_ms: i64) -> bool {
+        let Some(done) = self
+            .latest_from(host, vm_uuid)
+            .and_then(|id| self.migrations.get(&id))
+        else {
+            return false;
+        };
+        let m = &done.migration;
+        m.ended_at_ms.is_some_and(|ended| {
+            now_ms.saturating_sub(ended) <= LATE_READING_MS
+                && (m.started_at_ms - LATE_READING_MS..=ended).contains(&job_started_ms)
+        })
     }
 
     /// The host (other than `source`) where the VM waits paused for an incoming migration.

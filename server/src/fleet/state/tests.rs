@@ -843,3 +843,27 @@ fn a_reading_taken_while_a_migration_began_is_dropped() {
     assert!(f.end_measurement(VM, Some(1 << 30), 1, 2_000).is_empty());
     assert!(f.vm(VM).unwrap().dirty_rate.is_none());
 }
+
+#[test]
+fn a_reading_that_arrives_after_the_end_is_not_a_new_migration() {
+    let mut f = fleet();
+    f.begin(migration("m1")).unwrap();
+    f.apply(sample(Some(1), 900), 100);
+    // The job completes (its event is applied first)...
+    f.apply(
+        Report::JobCompleted {
+            host: "a".into(),
+            vm_uuid: VM.into(),
+            stats: stats(JobKind::Completed, &[("time_elapsed", 1500)]),
+        },
+        1_600,
+    );
+    assert!(!f.migrations["m1"].migration.state.is_active());
+    // ...then the sampler's last reading of it, taken just before: not "found running".
+    let changes = f.apply(sample(None, 10), 1_700);
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(f.migrations.len(), 1, "no second record of the same job");
+    // A new job of the same VM well after the end is adopted as before.
+    f.apply(sample(Some(1), 900), 10_000);
+    assert_eq!(f.migrations.len(), 2);
+}
