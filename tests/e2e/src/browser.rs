@@ -134,13 +134,18 @@ impl Browser {
         input.send_keys(value).await.expect("type into input");
     }
 
-    /// Clicks the element matching `css`.
+    /// Clicks the element matching `css`. A live list may redraw the element between the
+    /// find and the click (a VM row when a dirty-rate reading arrives): then it is found
+    /// again, a few times.
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|err| panic!("cannot click {css:?}: {err}"));
+        for _ in 0..4 {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(err) if err.to_string().contains("stale element") => {}
+                Err(err) => panic!("cannot click {css:?}: {err}"),
+            }
+        }
+        panic!("cannot click {css:?}: it went stale four times");
     }
 
     /// Fires a window `focus` event, as when the user comes back to the tab.
