@@ -45,6 +45,9 @@ pub enum Basis {
     /// A lower bound: the dirty set was the same every pass (the guest rewrote all it
     /// touches within each pass), so the guest dirties at least this, perhaps far more.
     AtLeast,
+    /// An upper bound: QEMU switches over only once the pause fits the downtime limit, so
+    /// a converging migration pauses the guest for at most the limit.
+    AtMost,
     /// Not known yet.
     #[default]
     Unknown,
@@ -53,6 +56,7 @@ pub enum Basis {
 wire_names!(Basis {
     Measured => "measured",
     AtLeast => "at_least",
+    AtMost => "at_most",
     Unknown => "unknown",
 });
 
@@ -163,6 +167,10 @@ pub struct Forecast {
     pub dirty_rate_basis: Basis,
     /// The memory the guest keeps rewriting (largest dirty set after the first pass).
     pub working_set_bytes: Option<u64>,
+    /// How the working set is known: a pass's readings and QEMU's estimate only ever see
+    /// part of a dirty set, so at least this. (Absent from older records, as above.)
+    #[cfg_attr(not(feature = "mini"), serde(default))]
+    pub working_set_basis: Basis,
     /// What may remain for QEMU to switch over within the downtime limit, bytes.
     pub switchover_bytes: Option<u64>,
     /// Soonest the migration should end, seconds from now.
@@ -171,8 +179,35 @@ pub struct Forecast {
     pub eta_max_s: Option<u64>,
     /// The pause to expect at switchover, ms.
     pub expected_pause_ms: Option<u64>,
+    /// How the pause is known: QEMU's own estimate (measured), at most the downtime limit
+    /// (converging), or at least the dirty set over the link (when it does not fit).
+    /// (Absent from older records, as above.)
+    #[cfg_attr(not(feature = "mini"), serde(default))]
+    pub expected_pause_basis: Basis,
     /// Share of pages xbzrle found in its cache, percent.
     pub xbzrle_hit_pct: Option<u32>,
     /// What would fix it, best first.
     pub advice: Vec<Advice>,
+}
+
+impl Forecast {
+    /// A forecast with its verdict and reason and no figures yet (each basis unknown).
+    pub fn new(verdict: Verdict, reason: impl Into<String>) -> Self {
+        Self {
+            verdict,
+            reason: reason.into(),
+            transfer_rate_bytes_per_s: 0,
+            dirty_rate_bytes_per_s: None,
+            dirty_rate_basis: Basis::Unknown,
+            working_set_bytes: None,
+            working_set_basis: Basis::Unknown,
+            switchover_bytes: None,
+            eta_min_s: None,
+            eta_max_s: None,
+            expected_pause_ms: None,
+            expected_pause_basis: Basis::Unknown,
+            xbzrle_hit_pct: None,
+            advice: Vec::new(),
+        }
+    }
 }

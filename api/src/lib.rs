@@ -136,8 +136,8 @@ mod wire_name_tests {
 mod older_records {
     use super::*;
 
-    /// A migration saved before the advice record and the dirty-rate basis existed reads
-    /// back with neither (the history of an upgraded server stays readable).
+    /// A migration saved before the advice record and the figures' bases existed reads
+    /// back without them (the history of an upgraded server stays readable).
     #[test]
     fn a_summary_from_before_the_advice_record_is_read() {
         let mut m = Migration::begun(
@@ -149,27 +149,26 @@ mod older_records {
             1,
         );
         m.forecast = Some(Forecast {
-            verdict: Verdict::Converging,
-            reason: String::new(),
-            transfer_rate_bytes_per_s: 1,
-            dirty_rate_bytes_per_s: None,
             dirty_rate_basis: Basis::Measured,
-            working_set_bytes: None,
-            switchover_bytes: None,
-            eta_min_s: None,
-            eta_max_s: None,
-            expected_pause_ms: None,
-            xbzrle_hit_pct: None,
-            advice: Vec::new(),
+            working_set_basis: Basis::AtLeast,
+            expected_pause_basis: Basis::AtMost,
+            ..Forecast::new(Verdict::Converging, "")
         });
         let mut old = serde_json::to_value(&m).unwrap();
         old.as_object_mut().unwrap().remove("advice_log");
-        old["forecast"]
-            .as_object_mut()
-            .unwrap()
-            .remove("dirty_rate_basis");
+        let forecast = old["forecast"].as_object_mut().unwrap();
+        for field in [
+            "dirty_rate_basis",
+            "working_set_basis",
+            "expected_pause_basis",
+        ] {
+            assert!(forecast.remove(field).is_some(), "{field} is written");
+        }
         let read: Migration = serde_json::from_value(old).unwrap();
         assert!(read.advice_log.is_empty());
-        assert_eq!(read.forecast.unwrap().dirty_rate_basis, Basis::Unknown);
+        let forecast = read.forecast.unwrap();
+        assert_eq!(forecast.dirty_rate_basis, Basis::Unknown);
+        assert_eq!(forecast.working_set_basis, Basis::Unknown);
+        assert_eq!(forecast.expected_pause_basis, Basis::Unknown);
     }
 }

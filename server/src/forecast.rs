@@ -84,6 +84,7 @@ impl DirtyRate {
         match self.basis {
             Basis::Measured => format!("dirties {r}"),
             Basis::AtLeast | Basis::Unknown => format!("dirties at least {r}"),
+            Basis::AtMost => format!("dirties at most {r}"),
         }
     }
 }
@@ -148,18 +149,19 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
     let dirty_rate = dirty.value;
     let working_set = sets.iter().copied().max();
     let mut f = Forecast {
-        verdict: Verdict::Converging,
-        reason: String::new(),
         transfer_rate_bytes_per_s: wire,
         dirty_rate_bytes_per_s: dirty_rate,
         dirty_rate_basis: dirty.basis,
         working_set_bytes: working_set,
+        // Readings see part of a pass's set, QEMU's estimate its last sync: at least this.
+        working_set_basis: if working_set.is_some() {
+            Basis::AtLeast
+        } else {
+            Basis::Unknown
+        },
         switchover_bytes: Some(threshold),
-        eta_min_s: None,
-        eta_max_s: None,
-        expected_pause_ms: None,
         xbzrle_hit_pct,
-        advice: Vec::new(),
+        ..Forecast::new(Verdict::Converging, String::new())
     };
     let remaining = last.mem_remaining_bytes;
     let to_end_of_pass_s = remaining / drain.max(1);
@@ -180,7 +182,8 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             "QEMU expects a pause of {} ms, within the {limit} ms limit",
             last.expected_downtime_ms.unwrap_or(0)
         );
-        f.expected_pause_ms = last.expected_downtime_ms;
+        (f.expected_pause_ms, f.expected_pause_basis) =
+            (last.expected_downtime_ms, Basis::Measured);
         f.eta_min_s = Some(0);
         // The rest of this pass, then the pause and the completion's report (the lab's
         // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
@@ -217,7 +220,10 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             mib(set),
             mib(threshold)
         );
-        f.expected_pause_ms = Some(set.saturating_mul(1000) / wire.max(1));
+        // What the readings saw: QEMU switches over only once the set fits, so the pause is
+        // between this and the limit.
+        (f.expected_pause_ms, f.expected_pause_basis) =
+            (Some(set.saturating_mul(1000) / wire.max(1)), Basis::AtLeast);
         f.eta_min_s = Some(0);
         // The rest of this pass, then the pause and the completion's report (the lab's
         // xbzrle run ended 2.0 s after "QEMU expects 7 ms" with 0 s of pass left).
@@ -264,7 +270,8 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
                 mib(threshold),
                 rate(wire)
             );
-            f.expected_pause_ms = Some(pause_ms);
+            // QEMU's own estimate of the set.
+            (f.expected_pause_ms, f.expected_pause_basis) = (Some(pause_ms), Basis::Measured);
             f.advice = advise(input, last, qemu, wire, drain, sprint_rate, working_set);
             return Some(f);
         }
@@ -297,7 +304,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             );
             f.eta_min_s = Some(0);
             f.eta_max_s = Some((d as f64 / (1.0 - q) / 1000.0).ceil() as u64 + SWITCHOVER_S);
-            f.expected_pause_ms = Some(limit);
+            (f.expected_pause_ms, f.expected_pause_basis) = (Some(limit), Basis::AtMost);
         }
         return Some(f);
     }
@@ -392,7 +399,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             f.eta_max_s = Some(
                 ((end_of_pass + eta_slow.max(eta_fast)).ceil() as u64).saturating_add(SWITCHOVER_S),
             );
-            f.expected_pause_ms = Some(limit);
+            (f.expected_pause_ms, f.expected_pause_basis) = (Some(limit), Basis::AtMost);
         }
         _ if last.throttle_pct.is_some_and(|t| t > 0 && t < 99) => {
             f.verdict = Verdict::Stalled;
@@ -401,7 +408,8 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
                 mib(set),
                 last.throttle_pct.unwrap_or(0)
             );
-            f.expected_pause_ms = Some(set.saturating_mul(1000) / wire.max(1));
+            (f.expected_pause_ms, f.expected_pause_basis) =
+                (Some(set.saturating_mul(1000) / wire.max(1)), Basis::AtLeast);
         }
         // A first delta pass that drains no faster than the dirty rate is not yet hopeless:
         // the deltas speed up as the pass goes on and more of its pages hit the cache (the
@@ -428,7 +436,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
                 rate(wire),
                 pause_ms
             );
-            f.expected_pause_ms = Some(pause_ms);
+            (f.expected_pause_ms, f.expected_pause_basis) = (Some(pause_ms), Basis::AtLeast);
         }
         _ => {
             f.reason = format!(

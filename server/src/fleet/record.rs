@@ -352,20 +352,7 @@ mod tests {
     }
 
     fn advised(advice: &[(&str, Option<LeverChange>)]) -> Option<converge_api::Forecast> {
-        let mut f = converge_api::Forecast {
-            verdict: converge_api::Verdict::WillNotConverge,
-            reason: String::new(),
-            transfer_rate_bytes_per_s: 1,
-            dirty_rate_bytes_per_s: None,
-            dirty_rate_basis: converge_api::Basis::Unknown,
-            working_set_bytes: None,
-            switchover_bytes: None,
-            eta_min_s: None,
-            eta_max_s: None,
-            expected_pause_ms: None,
-            xbzrle_hit_pct: None,
-            advice: Vec::new(),
-        };
+        let mut f = converge_api::Forecast::new(converge_api::Verdict::WillNotConverge, "");
         f.advice = advice
             .iter()
             .map(|(action, lever)| converge_api::Advice {

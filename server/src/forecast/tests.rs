@@ -99,6 +99,12 @@ fn the_loop_workload_will_not_converge_by_pass_three_and_says_why() {
     );
     assert_eq!(f.working_set_bytes, Some(128 * MIB));
     assert_eq!(f.expected_pause_ms, Some(4000), "128 MiB at 32 MiB/s");
+    assert_eq!(
+        f.expected_pause_basis,
+        Basis::AtLeast,
+        "the set may be larger"
+    );
+    assert_eq!(f.working_set_basis, Basis::AtLeast);
     assert_eq!(f.eta_max_s, None);
     // Downtime would need ~4.8 s: too long to advise. xbzrle fits the pattern.
     let actions: Vec<&str> = f.advice.iter().map(|a| a.action.as_str()).collect();
@@ -291,6 +297,11 @@ fn a_hot_set_that_qemu_says_fits_is_switching_over() {
     i.downtime_limit_ms = 50;
     let f = forecast(&i).unwrap();
     assert_eq!(f.verdict, Verdict::SwitchingOver, "{}", f.reason);
+    assert_eq!(
+        (f.expected_pause_ms, f.expected_pause_basis),
+        (Some(40), Basis::Measured),
+        "QEMU's own estimate"
+    );
 }
 
 #[test]
@@ -553,13 +564,25 @@ proptest! {
         if let (Some(lo), Some(hi)) = (f.eta_min_s, f.eta_max_s) {
             prop_assert!(lo <= hi);
         }
+        // Every figure says how it is known, and a figure that is missing is unknown.
+        prop_assert_eq!(f.expected_pause_ms.is_none(), f.expected_pause_basis == Basis::Unknown);
+        prop_assert_eq!(
+            f.working_set_basis,
+            if f.working_set_bytes.is_some() { Basis::AtLeast } else { Basis::Unknown }
+        );
         match f.verdict {
             Verdict::WillNotConverge => {
                 prop_assert!(f.eta_max_s.is_none());
                 prop_assert!(!f.advice.is_empty());
                 prop_assert!(*sets.last().unwrap() > f.switchover_bytes.unwrap());
             }
-            Verdict::Converging => prop_assert!(f.advice.is_empty()),
+            Verdict::Converging => {
+                prop_assert!(f.advice.is_empty());
+                // QEMU switches over only once the pause fits: the limit bounds it.
+                if f.expected_pause_ms.is_some() {
+                    prop_assert_eq!(f.expected_pause_basis, Basis::AtMost);
+                }
+            }
             Verdict::SwitchingOver => prop_assert!(f.eta_max_s.is_some()),
             _ => {}
         }

@@ -1,8 +1,8 @@
 use std::collections::{HashMap, HashSet};
 
 use converge_api::{
-    Basis, DirtyRate, Forecast, Host, HostState, Migration, MigrationState, PendingDeadline,
-    Sample, TimeoutAction, Verdict,
+    DirtyRate, Forecast, Host, HostState, Migration, MigrationState, PendingDeadline, Sample,
+    TimeoutAction, Verdict,
 };
 
 use super::{Fleet, render, token_matches};
@@ -51,18 +51,9 @@ fn running(vm: &str, verdict: Option<Verdict>) -> Migration {
         action: TimeoutAction::Abort,
     });
     m.forecast = verdict.map(|verdict| Forecast {
-        verdict,
-        reason: String::new(),
         transfer_rate_bytes_per_s: 32 * MIB,
-        dirty_rate_bytes_per_s: None,
-        dirty_rate_basis: Basis::Unknown,
-        working_set_bytes: None,
-        switchover_bytes: None,
-        eta_min_s: None,
         eta_max_s: Some(75),
-        expected_pause_ms: None,
-        xbzrle_hit_pct: None,
-        advice: Vec::new(),
+        ..Forecast::new(verdict, "")
     });
     m
 }

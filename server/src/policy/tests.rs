@@ -326,17 +326,14 @@ mod adaptive {
 
     fn hopeless(downtime_ms: Option<u64>) -> Forecast {
         Forecast {
-            verdict: Verdict::WillNotConverge,
-            reason: "the guest dirties at least 96.0 MiB/s".into(),
             transfer_rate_bytes_per_s: 32 * MIB,
             dirty_rate_bytes_per_s: Some(96 * MIB),
             dirty_rate_basis: Basis::AtLeast,
             working_set_bytes: Some(128 * MIB),
+            working_set_basis: Basis::AtLeast,
             switchover_bytes: Some(10 * MIB),
-            eta_min_s: None,
-            eta_max_s: None,
             expected_pause_ms: Some(4000),
-            xbzrle_hit_pct: None,
+            expected_pause_basis: Basis::AtLeast,
             advice: downtime_ms
                 .map(|ms| Advice {
                     lever: Some(LeverChange::DowntimeLimit { ms }.into()),
@@ -345,6 +342,10 @@ mod adaptive {
                 })
                 .into_iter()
                 .collect(),
+            ..Forecast::new(
+                Verdict::WillNotConverge,
+                "the guest dirties at least 96.0 MiB/s",
+            )
         }
     }
 

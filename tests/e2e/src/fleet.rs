@@ -124,6 +124,24 @@ pub async fn wait_until(
     );
 }
 
+/// Whether a migration's detail says it has ended (completed, failed or aborted).
+pub fn ended(detail: &Value) -> bool {
+    !["starting", "running", "post_copy"].contains(&state(detail))
+}
+
+/// Waits (within `timeout`) until migration `id` has ended; returns its detail.
+pub async fn wait_ended(client: &Client, id: &str, timeout: Duration) -> Value {
+    wait_until(client, id, timeout, "ended", ended).await
+}
+
+/// Waits (within `timeout`) until migration `id`'s forecast says `verdict`.
+pub async fn wait_verdict(client: &Client, id: &str, timeout: Duration, verdict: &str) -> Value {
+    wait_until(client, id, timeout, &format!("said {verdict}"), |d| {
+        d["migration"]["forecast"]["verdict"] == verdict
+    })
+    .await
+}
+
 /// Aborts migration `id` (the request must be accepted) and waits (within 30 s) until it
 /// has stopped running.
 pub async fn abort_and_wait(client: &Client, id: &str) {

@@ -1,7 +1,7 @@
 //! The board's order: what needs someone to look at it comes first.
 
 use converge_api::{
-    Basis, Forecast, Migration, MigrationState, PendingDeadline, Sample, TimeoutAction, Verdict,
+    Forecast, Migration, MigrationState, PendingDeadline, Sample, TimeoutAction, Verdict,
 };
 
 use super::{HARD_THROTTLE_PCT, NEAR_DEADLINE_MS, attention, by_attention};
@@ -10,20 +10,7 @@ use crate::live::MigrationView;
 const NOW: i64 = 1_800_000_000_000;
 
 fn forecast(verdict: Verdict) -> Forecast {
-    Forecast {
-        verdict,
-        reason: String::new(),
-        transfer_rate_bytes_per_s: 0,
-        dirty_rate_bytes_per_s: None,
-        dirty_rate_basis: Basis::Unknown,
-        working_set_bytes: None,
-        switchover_bytes: None,
-        eta_min_s: None,
-        eta_max_s: None,
-        expected_pause_ms: None,
-        xbzrle_hit_pct: None,
-        advice: Vec::new(),
-    }
+    Forecast::new(verdict, "")
 }
 
 /// A running migration of `name`, started `started` ms ago, with `verdict`.

@@ -23,18 +23,14 @@ fn running() -> Migration {
         ..Sample::default()
     });
     m.forecast = Some(Forecast {
-        verdict: Verdict::Converging,
-        reason: "each pass leaves 40 % of the one before (host compute-07)".into(),
-        transfer_rate_bytes_per_s: 0,
-        dirty_rate_bytes_per_s: None,
-        dirty_rate_basis: Basis::Unknown,
-        working_set_bytes: None,
-        switchover_bytes: None,
         eta_min_s: Some(40),
         eta_max_s: Some(110),
         expected_pause_ms: Some(300),
-        xbzrle_hit_pct: None,
-        advice: Vec::new(),
+        expected_pause_basis: Basis::AtMost,
+        ..Forecast::new(
+            Verdict::Converging,
+            "each pass leaves 40 % of the one before (host compute-07)",
+        )
     });
     m
 }

@@ -3,7 +3,7 @@
 //!
 //! Workloads: `loop` (rewrites 128 MiB at 100 MiB/s), `fresh` (new random data into a
 //! 128 MiB ring, as fast as it can), `hot` (a small hot set: 16 MiB at 200 MiB/s),
-//! `phases` (128 MiB at 100 MiB/s for 15 s, then 15 s idle, and again) and `large-idle`
+//! `phases` (128 MiB at 100 MiB/s for 45 s, then 40 s idle, and again) and `large-idle`
 //! (a 2 GiB guest that does nothing). The lab's link is emulated by a 32 MiB/s bandwidth
 //! limit on every run (presets leave bandwidth unlimited, and loopback is far faster
 //! than a real link). A run that has not ended within the bound is stopped and reported
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid, wait_dirty_rate};
+use converge_e2e::fleet::{ended, start_with, state, vm_uuid, wait_dirty_rate};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use serde_json::{Value, json};
@@ -41,6 +41,9 @@ const WORKLOADS: [(&str, &str, u32, u32, u32); 5] = [
     ("phases", "phases", 128, 100, 512),
     ("large-idle", "idle", 0, 0, 2048),
 ];
+/// `phases`: busy and idle spells, s. A busy spell longer than the first pass at the link's
+/// rate (512 MiB at 32 MiB/s is 16 s), so that a migration started while busy meets it.
+const PHASES: (&str, &str) = ("45", "40");
 /// The background measurement often enough for `retry-idle` to see a quiet spell.
 const MEASURE_OFTEN: &str = "\n[dirty_rate]\nevery_s = 10\ngap_s = 0\n";
 /// A guest dirtying less than this is quiet enough to start again (`retry-idle`).
@@ -80,7 +83,17 @@ async fn main() {
     for &(load, mode, mb, rate, memory) in &workloads {
         for config in &configs {
             let name = format!("bench-{load}");
-            lab.start_vm_sized(&name, mode, mb, rate, memory).await;
+            lab.remove_vm(&name).await;
+            let (mb, rate, memory) = (mb.to_string(), rate.to_string(), memory.to_string());
+            lab.run_with(
+                &["start-vm", &name, mode, &mb, &rate, "a"],
+                &[
+                    ("LAB_VM_MEMORY_MIB", &memory),
+                    ("LAB_DIRTY_BUSY_S", PHASES.0),
+                    ("LAB_DIRTY_IDLE_S", PHASES.1),
+                ],
+            )
+            .await;
             let booted_ms = now_ms();
             let uuid = vm_uuid(&admin, &name, "a").await;
             // A reading of the guest at work, not of its boot: as a VM that has run a while
@@ -146,14 +159,15 @@ async fn main() {
                 println!("        applied: {applied}");
             }
             let eta = eta_checks(&run);
-            for (pct, covered, width) in &eta {
+            for c in &eta {
                 println!(
-                    "        ETA at {pct} %: {} (range {width} s wide)",
-                    if *covered {
-                        "held the end"
-                    } else {
-                        "MISSED the end"
-                    }
+                    "        ETA at {} % (at {:.1} s): {}..{} s, ended {:.1} s later: {}",
+                    c.pct,
+                    c.seen_s,
+                    c.lo,
+                    c.hi,
+                    c.end_after_s,
+                    if c.covered { "held" } else { "MISSED" }
                 );
             }
             results.push(Outcome {
@@ -184,9 +198,10 @@ fn now_ms() -> i64 {
     converge_testkit::now_ms()
 }
 
-/// For a completed run: at 30, 60 and 90 % of it, whether the ETA range then given held
-/// the real end (a second either side), and the range's width in seconds.
-fn eta_checks(run: &Run) -> Vec<(u32, bool, u64)> {
+/// For a completed run: at 30, 60 and 90 % of it, whether the ETA range the forecast gave
+/// then (at the last poll before that point; none if that poll had no range) held the real
+/// end (a second either side).
+fn eta_checks(run: &Run) -> Vec<EtaCheck> {
     let m = &run.detail["migration"];
     let (Some(start), Some(end)) = (m["started_at_ms"].as_i64(), m["ended_at_ms"].as_i64()) else {
         return Vec::new();
@@ -198,12 +213,32 @@ fn eta_checks(run: &Run) -> Vec<(u32, bool, u64)> {
         .into_iter()
         .filter_map(|pct| {
             let at = start + (end - start) * i64::from(pct) / 100;
-            let &(seen, lo, hi) = run.etas.iter().rev().find(|(seen, ..)| *seen <= at)?;
+            let &(seen, range) = run.etas.iter().rev().find(|(seen, _)| *seen <= at)?;
+            let (lo, hi) = range?;
             let covered =
                 end >= seen + lo as i64 * 1000 - 1000 && end <= seen + hi as i64 * 1000 + 1000;
-            Some((pct, covered, hi.saturating_sub(lo)))
+            Some(EtaCheck {
+                pct,
+                covered,
+                lo,
+                hi,
+                seen_s: (seen - start) as f64 / 1000.0,
+                end_after_s: (end - seen) as f64 / 1000.0,
+            })
         })
         .collect()
+}
+
+/// One ETA check of a completed run.
+struct EtaCheck {
+    pct: u32,
+    covered: bool,
+    /// The range, seconds from when it was seen.
+    lo: u64,
+    hi: u64,
+    /// When it was seen, s after the start, and how long after that the run ended.
+    seen_s: f64,
+    end_after_s: f64,
 }
 
 /// The forecast's record over the runs: applied advice that completed, and ETA coverage.
@@ -226,18 +261,22 @@ fn report_accuracy(results: &[Outcome]) {
         let checks: Vec<(bool, u64)> = results
             .iter()
             .flat_map(|r| r.eta.iter())
-            .filter(|(p, ..)| *p == pct)
-            .map(|(_, covered, width)| (*covered, *width))
+            .filter(|c| c.pct == pct)
+            .map(|c| (c.covered, c.hi.saturating_sub(c.lo)))
             .collect();
+        let without = results
+            .iter()
+            .filter(|r| r.completed && !r.eta.iter().any(|c| c.pct == pct))
+            .count();
         if checks.is_empty() {
-            println!("ETA at {pct} %: no completed run had a range then");
+            println!("ETA at {pct} %: no completed run had a range then ({without} without)");
             continue;
         }
         let held = checks.iter().filter(|(c, _)| *c).count();
         let mut widths: Vec<u64> = checks.iter().map(|(_, w)| *w).collect();
         widths.sort_unstable();
         println!(
-            "ETA at {pct} %: the end was inside the range in {held} of {} runs ({:.0} %); median width {} s",
+            "ETA at {pct} %: the end was inside the range in {held} of {} runs ({:.0} %); median width {} s; {without} completed runs had no range then",
             checks.len(),
             100.0 * held as f64 / checks.len() as f64,
             widths[widths.len() / 2]
@@ -255,14 +294,14 @@ struct Outcome {
     /// One-click advice was applied during the run.
     advice_applied: bool,
     /// ETA checks at 30, 60 and 90 % of the run (completed runs only).
-    eta: Vec<(u32, bool, u64)>,
+    eta: Vec<EtaCheck>,
 }
 
 /// What following one migration saw.
 struct Run {
     detail: Value,
-    /// Each ETA range seen: (when, unix ms; soonest s; latest s).
-    etas: Vec<(i64, u64, u64)>,
+    /// The ETA range at each poll: (when, unix ms; soonest s and latest s, if a range).
+    etas: Vec<(i64, Option<(u64, u64)>)>,
     /// The advice applied, if any.
     applied: Option<String>,
 }
@@ -344,9 +383,8 @@ async fn follow(admin: &Client, id: &str, until: Instant, apply_advice: bool) ->
     loop {
         let detail = admin.get(&format!("/api/migrations/{id}")).await;
         let f = &detail["migration"]["forecast"];
-        if let (Some(lo), Some(hi)) = (f["eta_min_s"].as_u64(), f["eta_max_s"].as_u64()) {
-            run.etas.push((now_ms(), lo, hi));
-        }
+        let range = f["eta_min_s"].as_u64().zip(f["eta_max_s"].as_u64());
+        run.etas.push((now_ms(), range));
         if apply_advice && run.applied.is_none() && f["verdict"] == "will_not_converge" {
             let advice = f["advice"]
                 .as_array()
@@ -378,7 +416,7 @@ async fn follow(admin: &Client, id: &str, until: Instant, apply_advice: bool) ->
                 }
             }
         }
-        let done = !["starting", "running", "post_copy"].contains(&state(&detail));
+        let done = ended(&detail);
         run.detail = detail;
         // A completed migration is followed until its final statistics arrive too.
         if done

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{
-    abort_and_wait, start_with, state, vm_uuid, wait_dirty_rate, wait_until,
+    abort_and_wait, start_with, state, vm_uuid, wait_dirty_rate, wait_ended, wait_until,
+    wait_verdict,
 };
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::Lab;
@@ -37,10 +38,6 @@ async fn apply(client: &Client, id: &str, advice: &Value) {
         .send(Method::PATCH, &format!("/api/migrations/{id}"), Some(body))
         .await;
     assert_eq!(status, 200, "{reply}");
-}
-
-fn ended(d: &Value) -> bool {
-    !["starting", "running", "post_copy"].contains(&state(d))
 }
 
 /// The advice record of the migration's applied advice.
@@ -109,7 +106,7 @@ async fn a_small_hot_set_gets_the_downtime_limit_that_fits_and_completes_with_it
     println!("advised: {} ({})", advice["action"], advice["effect"]);
     assert!((100..=1000).contains(&ms), "{advice}");
     apply(&admin, &id, &advice).await;
-    let done = wait_until(&admin, &id, Duration::from_secs(30), "ended", ended).await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(30)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     let pause = done["migration"]["final_stats"]["downtime_ms"]
         .as_u64()
@@ -159,7 +156,7 @@ async fn a_measured_dirty_rate_gives_the_bandwidth_that_completes_and_no_useless
     let advice = advised(&said, "bandwidth").unwrap();
     println!("advised: {} ({})", advice["action"], advice["effect"]);
     apply(&admin, &id, &advice).await;
-    let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", ended).await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(90)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     let record = applied(&done);
     assert_eq!(record.len(), 1, "{}", done["migration"]["advice_log"]);
@@ -193,7 +190,7 @@ async fn the_advised_switch_to_post_copy_completes_a_guest_that_outruns_the_link
     let advice = advised(&said, "post_copy").unwrap();
     println!("advised: {} ({})", advice["action"], advice["effect"]);
     apply(&admin, &id, &advice).await;
-    let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", ended).await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(90)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     let record = applied(&done);
     assert_eq!(record.len(), 1, "{}", done["migration"]["advice_log"]);
@@ -219,14 +216,7 @@ async fn the_advised_restart_with_auto_converge_completes() {
     let uuid = vm_uuid(&admin, "t-auto", "a").await;
     let link = json!({ "bandwidth_mib_s": 100 });
     let id = start_with(&admin, &uuid, "b", link.clone()).await;
-    let said = wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(90),
-        "said it will not converge",
-        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
-    )
-    .await;
+    let said = wait_verdict(&admin, &id, Duration::from_secs(90), "will_not_converge").await;
     let advice = said["migration"]["forecast"]["advice"]
         .as_array()
         .unwrap()
@@ -245,7 +235,7 @@ async fn the_advised_restart_with_auto_converge_completes() {
     settings["capabilities"] =
         json!({ "auto_converge": { "initial_pct": 20, "increment_pct": 10 } });
     let again = start_with(&admin, &uuid, "b", settings).await;
-    let done = wait_until(&admin, &again, Duration::from_secs(120), "ended", ended).await;
+    let done = wait_ended(&admin, &again, Duration::from_secs(120)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     println!(
         "restarted with auto-converge: completed at up to {} % throttle",
@@ -278,14 +268,7 @@ async fn retrying_when_the_measurement_finds_the_guest_idle_completes() {
     println!("busy: {:.1} MiB/s", busy as f64 / MIB as f64);
     let link = json!({ "bandwidth_mib_s": 32 });
     let id = start_with(&admin, &uuid, "b", link.clone()).await;
-    let said = wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(40),
-        "said it will not converge",
-        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
-    )
-    .await;
+    let said = wait_verdict(&admin, &id, Duration::from_secs(40), "will_not_converge").await;
     let last = said["migration"]["forecast"]["advice"]
         .as_array()
         .unwrap()
@@ -323,7 +306,7 @@ async fn retrying_when_the_measurement_finds_the_guest_idle_completes() {
         quiet as f64 / MIB as f64
     );
     let again = start_with(&admin, &uuid, "b", link).await;
-    let done = wait_until(&admin, &again, Duration::from_secs(40), "ended", ended).await;
+    let done = wait_ended(&admin, &again, Duration::from_secs(40)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     lab.remove_vm("t-phases").await;
     server.stop().await;

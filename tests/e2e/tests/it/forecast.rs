@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{abort_and_wait, start_with, state, vm_uuid, wait_until};
+use converge_e2e::fleet::{
+    abort_and_wait, ended, start_with, state, vm_uuid, wait_ended, wait_until, wait_verdict,
+};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::Lab;
 use serde_json::{Value, json};
@@ -28,14 +30,7 @@ async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-verdict", "a").await;
     let id = start_with(&admin, &uuid, "b", json!({ "bandwidth_mib_s": 32 })).await;
-    let said = wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(90),
-        "said it will not converge",
-        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
-    )
-    .await;
+    let said = wait_verdict(&admin, &id, Duration::from_secs(90), "will_not_converge").await;
     let pass = said["migration"]["last_sample"]["iteration"]
         .as_u64()
         .unwrap();
@@ -68,10 +63,7 @@ async fn will_not_converge_is_said_within_a_few_passes_with_its_numbers() {
         "capabilities": { "xbzrle_cache_bytes": cache_mib << 20 },
     });
     let again = start_with(&admin, &uuid, "b", settings).await;
-    let done = wait_until(&admin, &again, Duration::from_secs(90), "ended", |d| {
-        !["starting", "running", "post_copy"].contains(&state(d))
-    })
-    .await;
+    let done = wait_ended(&admin, &again, Duration::from_secs(90)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     println!("restarted with the advised {cache_mib} MiB xbzrle cache: completed");
     lab.remove_vm("t-verdict").await;
@@ -128,7 +120,7 @@ async fn with_xbzrle_the_same_guest_is_called_converging_and_ends_inside_its_eta
         {
             first.replace((at, lo, hi));
         }
-        !["starting", "running", "post_copy"].contains(&state(d))
+        ended(d)
     })
     .await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
@@ -168,14 +160,7 @@ async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_complet
     };
     // Half the ~130 MiB the guest rewrites: pages collide and half are sent whole.
     let id = start_with(&admin, &uuid, "b", with_cache(64)).await;
-    let said = wait_until(
-        &admin,
-        &id,
-        Duration::from_secs(90),
-        "said it will not converge",
-        |d| d["migration"]["forecast"]["verdict"] == "will_not_converge",
-    )
-    .await;
+    let said = wait_verdict(&admin, &id, Duration::from_secs(90), "will_not_converge").await;
     let f = &said["migration"]["forecast"];
     assert!(f["xbzrle_hit_pct"].as_u64().unwrap() < 80, "{f}");
     let advice = &f["advice"][0];
@@ -185,10 +170,7 @@ async fn an_xbzrle_cache_too_small_is_called_out_and_the_advised_restart_complet
     );
     abort_and_wait(&admin, &id).await;
     let id = start_with(&admin, &uuid, "b", with_cache(256)).await;
-    let done = wait_until(&admin, &id, Duration::from_secs(90), "ended", |d| {
-        !["starting", "running", "post_copy"].contains(&state(d))
-    })
-    .await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(90)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     lab.remove_vm("t-cache").await;
     server.stop().await;
@@ -206,10 +188,7 @@ async fn the_adaptive_preset_completes_a_loop_guest_with_xbzrle() {
     assert_eq!(presets[0]["name"], "converge");
     settings["bandwidth_mib_s"] = json!(32);
     let id = start_with(&admin, &uuid, "b", settings).await;
-    let done = wait_until(&admin, &id, Duration::from_secs(120), "ended", |d| {
-        !["starting", "running", "post_copy"].contains(&state(d))
-    })
-    .await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(120)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     let chose = &actions(&done)[0];
     assert_eq!(
@@ -237,10 +216,7 @@ async fn the_adaptive_preset_rescues_a_fresh_guest_with_post_copy() {
         json!({ "bandwidth_mib_s": 32, "adaptive": true, "deadline": { "completion_max_s": 3400 } }),
     )
     .await;
-    let done = wait_until(&admin, &id, Duration::from_secs(150), "ended", |d| {
-        !["starting", "running", "post_copy"].contains(&state(d))
-    })
-    .await;
+    let done = wait_ended(&admin, &id, Duration::from_secs(150)).await;
     assert_eq!(state(&done), "completed", "{}", done["migration"]);
     let policy: Vec<(String, String, String)> = actions(&done)
         .into_iter()
