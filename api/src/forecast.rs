@@ -148,6 +148,10 @@ pub struct AdviceRecord {
 }
 
 /// The forecast of a running migration.
+///
+/// The dashboard (the only wasm32 build) reads the verdict, the reason, the ETA and the
+/// advice; the figures behind them are for the API, the metrics and the policy, and are
+/// left out of its build, where every decoded field costs bytes of a fixed budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Forecast {
@@ -156,35 +160,44 @@ pub struct Forecast {
     /// Why, with the numbers ("guest dirties 96 MiB/s, link carries 32 MiB/s").
     pub reason: String,
     /// Transfer rate the estimate uses, bytes/s.
+    #[cfg(not(target_arch = "wasm32"))]
     pub transfer_rate_bytes_per_s: u64,
     /// The guest's dirty rate the forecast uses, bytes/s: measured before the migration,
     /// or estimated from pass boundaries (a lower bound when the dirty set refills within
     /// every pass). `dirty_rate_basis` says which.
+    #[cfg(not(target_arch = "wasm32"))]
     pub dirty_rate_bytes_per_s: Option<u64>,
     /// How the dirty rate is known. (Absent from records written before it existed; the
     /// dashboard's miniserde has no `default`, and the server always sends it.)
     #[cfg_attr(not(feature = "mini"), serde(default))]
+    #[cfg(not(target_arch = "wasm32"))]
     pub dirty_rate_basis: Basis,
     /// The memory the guest keeps rewriting (largest dirty set after the first pass).
+    #[cfg(not(target_arch = "wasm32"))]
     pub working_set_bytes: Option<u64>,
     /// How the working set is known: a pass's readings and QEMU's estimate only ever see
     /// part of a dirty set, so at least this. (Absent from older records, as above.)
     #[cfg_attr(not(feature = "mini"), serde(default))]
+    #[cfg(not(target_arch = "wasm32"))]
     pub working_set_basis: Basis,
     /// What may remain for QEMU to switch over within the downtime limit, bytes.
+    #[cfg(not(target_arch = "wasm32"))]
     pub switchover_bytes: Option<u64>,
     /// Soonest the migration should end, seconds from now.
     pub eta_min_s: Option<u64>,
     /// Latest it should end, seconds from now (none when it will not end by itself).
     pub eta_max_s: Option<u64>,
     /// The pause to expect at switchover, ms.
+    #[cfg(not(target_arch = "wasm32"))]
     pub expected_pause_ms: Option<u64>,
     /// How the pause is known: QEMU's own estimate (measured), at most the downtime limit
     /// (converging), or at least the dirty set over the link (when it does not fit).
     /// (Absent from older records, as above.)
     #[cfg_attr(not(feature = "mini"), serde(default))]
+    #[cfg(not(target_arch = "wasm32"))]
     pub expected_pause_basis: Basis,
     /// Share of pages xbzrle found in its cache, percent.
+    #[cfg(not(target_arch = "wasm32"))]
     pub xbzrle_hit_pct: Option<u32>,
     /// What would fix it, best first.
     pub advice: Vec<Advice>,
@@ -196,16 +209,25 @@ impl Forecast {
         Self {
             verdict,
             reason: reason.into(),
+            #[cfg(not(target_arch = "wasm32"))]
             transfer_rate_bytes_per_s: 0,
+            #[cfg(not(target_arch = "wasm32"))]
             dirty_rate_bytes_per_s: None,
+            #[cfg(not(target_arch = "wasm32"))]
             dirty_rate_basis: Basis::Unknown,
+            #[cfg(not(target_arch = "wasm32"))]
             working_set_bytes: None,
+            #[cfg(not(target_arch = "wasm32"))]
             working_set_basis: Basis::Unknown,
+            #[cfg(not(target_arch = "wasm32"))]
             switchover_bytes: None,
             eta_min_s: None,
             eta_max_s: None,
+            #[cfg(not(target_arch = "wasm32"))]
             expected_pause_ms: None,
+            #[cfg(not(target_arch = "wasm32"))]
             expected_pause_basis: Basis::Unknown,
+            #[cfg(not(target_arch = "wasm32"))]
             xbzrle_hit_pct: None,
             advice: Vec::new(),
         }

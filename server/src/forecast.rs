@@ -50,6 +50,13 @@ const SPRINT_STALL_PASSES: usize = 5;
 /// the first: its estimate wanders by a tenth on a steady set, while a final sprint
 /// halves it pass after pass.
 const STEADY: f64 = 0.75;
+/// A measurement that found at least this share of the working set dirty within its
+/// period has saturated: its rate is a lower bound ([`measured_basis`]).
+const MEASURED_SHARE: f64 = 0.5;
+/// QEMU's ceiling for auto-converge's throttle (`max-cpu-throttle`), percent.
+const MAX_THROTTLE_PCT: u32 = 99;
+/// QEMU's default throttle step (`cpu-throttle-increment`), percent.
+const DEFAULT_THROTTLE_STEP_PCT: u32 = 10;
 
 /// What the forecast looks at.
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +216,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             rate(drain)
         );
         f.eta_min_s = Some(to_end_of_pass_s);
+        f.eta_max_s = quiet_first_pass_s(last, input.measured, wire, drain, threshold);
         return Some(f);
     };
     // What the readings saw of the pass is the least its dirty set can be.
@@ -365,6 +373,10 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
         None => model_q.is_some_and(|q| q < SHRINKING) && !refills,
     };
     let q = observed.or(model_q);
+    // Auto-converge raises its throttle while passes dirty more than half what they send.
+    let throttle_rising = last
+        .throttle_pct
+        .is_some_and(|t| t > 0 && t < MAX_THROTTLE_PCT);
     match q {
         Some(q) if converging => {
             // Fewer than two observed ratios: the model's tolerance is a factor of two
@@ -389,8 +401,13 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             // pages hit the cache, so one pass of deltas bounds the time only from above:
             // the lab's `loop` guest ended 1.4 s after a lower bound of 4 s taken from
             // the first delta pass's drain. Two or more delta passes give a real range.
+            // A rising throttle shrinks the sets faster than any ratio seen so far (the lab's
+            // `loop` with auto-converge ended before the fastest ratio's estimate): then only
+            // the rest of this pass is certain.
             f.eta_min_s = Some(if xbzrle_on && ratios.len() < 2 {
                 0
+            } else if throttle_rising {
+                end_of_pass.floor() as u64
             } else {
                 (end_of_pass + eta_fast).floor() as u64
             });
@@ -401,7 +418,7 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             );
             (f.expected_pause_ms, f.expected_pause_basis) = (Some(limit), Basis::AtMost);
         }
-        _ if last.throttle_pct.is_some_and(|t| t > 0 && t < 99) => {
+        _ if throttle_rising => {
             f.verdict = Verdict::Stalled;
             f.reason = format!(
                 "the dirty set stays at {}; auto-converge is slowing the guest by {} % and still rising",
@@ -410,6 +427,15 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
             );
             (f.expected_pause_ms, f.expected_pause_basis) =
                 (Some(set.saturating_mul(1000) / wire.max(1)), Basis::AtLeast);
+            // It may be enough already; at the latest the throttle's ceiling stops the
+            // guest all but 1 % of the time, after the ramp's passes.
+            f.eta_min_s = Some(to_end_of_pass_s);
+            let pass_s = set.max(working_set.unwrap_or(0)) as f64 / wire.max(1) as f64;
+            let ramp = throttle_ramp_passes(input.caps, last.throttle_pct.unwrap_or(0));
+            f.eta_max_s = Some(
+                ((remaining as f64 / drain.max(1) as f64 + f64::from(ramp) * pass_s).ceil() as u64)
+                    .saturating_add(SWITCHOVER_S),
+            );
         }
         // A first delta pass that drains no faster than the dirty rate is not yet hopeless:
         // the deltas speed up as the pass goes on and more of its pages hit the cache (the
@@ -453,13 +479,59 @@ pub fn forecast(input: &Input<'_>) -> Option<Forecast> {
     Some(f)
 }
 
+/// The latest a first pass and what follows it end, for a guest measured quiet: one whose
+/// measured rate over its measurement's period fits the switchover.
+///
+/// A page-sampled rate cannot tell a slow writer from a small hot set rewritten faster than
+/// it counts (both read as rate = set ÷ period), so for a busy guest it cannot say what the
+/// first pass leaves. For a quiet one it can: the set after the first pass is at most the
+/// rate times the longer of the pass and the period, either way; it shrinks (if it was
+/// the rate) or already fits (if it was a hot set). Passes after it are taken to shrink by
+/// twice rate ÷ link, as a margin.
+fn quiet_first_pass_s(
+    last: &Sample,
+    measured: Option<converge_api::DirtyRate>,
+    wire: u64,
+    drain: u64,
+    threshold: u64,
+) -> Option<u64> {
+    let m = measured.filter(|_| last.iteration <= 1)?;
+    let period_s = f64::from(m.period_s.max(1));
+    if m.bytes_per_s as f64 * period_s > threshold as f64 {
+        return None;
+    }
+    let end_of_pass = last.mem_remaining_bytes as f64 / drain.max(1) as f64;
+    let first_pass_s = last.elapsed_ms as f64 / 1000.0 + end_of_pass;
+    let set = (m.bytes_per_s as f64 * first_pass_s.max(period_s)) as u64;
+    let after = if set <= threshold {
+        0.0
+    } else {
+        let q = (2.0 * m.bytes_per_s as f64 / wire.max(1) as f64).min(SHRINKING);
+        set as f64 / wire.max(1) as f64 + eta(set, q, threshold, wire).1
+    };
+    Some(((end_of_pass + after).ceil() as u64).saturating_add(SWITCHOVER_S))
+}
+
+/// Passes left, at most, before auto-converge's throttle reaches its ceiling from `throttle`
+/// percent, and one to finish: QEMU raises it by one step at every second bitmap sync
+/// (pass) that dirtied more than half what the pass sent.
+fn throttle_ramp_passes(caps: Option<&Capabilities>, throttle: u32) -> u32 {
+    let step = caps
+        .and_then(|c| c.auto_converge)
+        .map_or(DEFAULT_THROTTLE_STEP_PCT, |a| a.increment_pct)
+        .max(1);
+    2 * MAX_THROTTLE_PCT.saturating_sub(throttle).div_ceil(step) + 1
+}
+
 /// How far a measurement of the guest tells its rate: libvirt counts distinct pages dirtied
-/// within its period, so one that found about the whole dirty set dirty (the lab's `fresh`
-/// guest: 142 MiB/s over a 131 MiB set, which a 159 MiB/s link did not outrun) is only a
-/// lower bound, like a saturated set.
+/// within its period, so one that found most of the dirty set dirty is only a lower bound,
+/// like a saturated set. "Most" is half: a guest writing at random over its set at the
+/// set's size per period leaves only 1 − 1/e (63 %) of it dirty, and 512 sampled pages per
+/// GiB miss by a tenth either way. (The lab's `fresh` guest read 142 MiB/s over a 131 MiB
+/// set, then 114 MiB/s over 128 MiB; links of 159 and 134 MiB/s did not outrun it.)
 fn measured_basis(m: &converge_api::DirtyRate, working_set: Option<u64>) -> Basis {
     let seen = m.bytes_per_s.saturating_mul(u64::from(m.period_s.max(1)));
-    if working_set.is_some_and(|ws| seen as f64 >= SHRINKING * ws as f64) {
+    if working_set.is_some_and(|ws| seen as f64 >= MEASURED_SHARE * ws as f64) {
         Basis::AtLeast
     } else {
         Basis::Measured

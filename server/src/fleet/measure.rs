@@ -55,22 +55,37 @@ async fn measure_host(
             }
             continue;
         };
-        let measured = tokio::select! {
-            reading = handle.measure_dirty_rate(vm_uuid.clone(), config.period_s) => reading,
+        tokio::select! {
+            _ = measure_claimed(&fleet, &handle, &vm_uuid, config.period_s) => {}
             () = stop.cancelled() => {
                 fleet.modify(|f| f.end_measurement(&vm_uuid, None, config.period_s, now));
                 return;
             }
-        };
-        let reading = measured.unwrap_or_else(|err| {
-            tracing::debug!(%host, vm = %vm_uuid, error = %err, "no dirty-rate reading");
-            None
-        });
-        fleet.update(|f, now| f.end_measurement(&vm_uuid, reading, config.period_s, now));
+        }
         if rest(Duration::from_secs(config.gap_s), &stop).await {
             return;
         }
     }
+}
+
+/// Measures `vm_uuid`, already claimed for it on `handle`'s host, for `period_s` and records
+/// the reading as the VM's dirty rate (the VM list, the forecast and the adaptive preset use
+/// it); the reading, or `None` when libvirt gave none.
+pub(super) async fn measure_claimed(
+    fleet: &Fleet,
+    handle: &HostHandle,
+    vm_uuid: &str,
+    period_s: u32,
+) -> Option<u64> {
+    let reading = handle
+        .measure_dirty_rate(vm_uuid.to_owned(), period_s)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::info!(vm = %vm_uuid, error = %err, "no dirty-rate reading");
+            None
+        });
+    fleet.update(|f, now| f.end_measurement(vm_uuid, reading, period_s, now));
+    reading
 }
 
 /// Sleeps `for_`; `true` when `stop` came first.

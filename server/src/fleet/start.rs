@@ -10,7 +10,7 @@ use converge_api::{
 };
 use converge_libvirt::{MigrationFlags, MigrationRequest};
 
-use super::{Executor, Refusal, new_id};
+use super::{Executor, Refusal, measure, new_id};
 use crate::clock::unix_ms_now;
 use crate::config::HostConfig;
 use crate::hypervisor::HostError;
@@ -142,24 +142,12 @@ impl Executor {
                     let claimed = self
                         .fleet
                         .modify(|fleet| fleet.claim_measurement(&uuid, &plan.source));
-                    let measured = if claimed {
-                        source
-                            .measure_dirty_rate(uuid.clone(), DIRTY_RATE_PERIOD_S)
+                    if claimed {
+                        measure::measure_claimed(&self.fleet, source, &uuid, DIRTY_RATE_PERIOD_S)
                             .await
-                            .unwrap_or_else(|err| {
-                                tracing::info!(vm = %plan.vm_name, error = %err, "no dirty-rate measurement");
-                                None
-                            })
                     } else {
                         None
-                    };
-                    // A reading like the background's: the VM list and the forecast use it.
-                    if claimed {
-                        self.fleet.update(|fleet, now| {
-                            fleet.end_measurement(&uuid, measured, DIRTY_RATE_PERIOD_S, now)
-                        });
                     }
-                    measured
                 }
             };
             let history = self
