@@ -130,7 +130,8 @@ fn ForecastView(view: RwSignal<MigrationView>, can_operate: bool) -> impl IntoVi
             let eta = match (f.eta_min_s, f.eta_max_s) {
                 (Some(lo), Some(hi)) if lo == hi => format!("ends in about {}", format::duration_ms(lo * 1000)),
                 (Some(lo), Some(hi)) => format!("ends in {}–{}", format::duration_ms(lo * 1000), format::duration_ms(hi * 1000)),
-                (Some(lo), None) => format!("at least {} more", format::duration_ms(lo * 1000)),
+                (Some(lo @ 1..), None) => format!("at least {} more", format::duration_ms(lo * 1000)),
+                (Some(_), None) => "end not known yet".into(),
                 _ => "no end in sight".into(),
             };
             let verdict = f.verdict.wire_name();
