@@ -10,7 +10,8 @@
 //! as not completed.
 //!
 //! Usage: `preset-matrix [bound_s] [config…]`, with `WORKLOADS=hot,phases` to run some
-//! workloads only; a config given twice or more runs that often (the target compares medians). Configs are preset names; `nothing`, `xbzrle`, `auto-converge`, `both`
+//! workloads only; a config given twice or more runs that often (the target compares medians);
+//! `TRACE=1` prints every change of each run's forecast. Configs are preset names; `nothing`, `xbzrle`, `auto-converge`, `both`
 //! (static capabilities); `advised` (nothing, then the forecast's first one-click advice
 //! applied once it says *will not converge*); `retry-idle` (nothing; aborted once it will
 //! not converge, started again when the background measurement finds the guest quiet).
@@ -428,11 +429,28 @@ async fn follow(admin: &Client, id: &str, until: Instant, apply_advice: bool) ->
         etas: Vec::new(),
         applied: None,
     };
+    // TRACE=1: every change of verdict, range or reason, to explain a miss.
+    let trace = std::env::var_os("TRACE").is_some();
+    let mut last_trace: Option<String> = None;
     loop {
         let detail = admin.get(&format!("/api/migrations/{id}")).await;
         let f = &detail["migration"]["forecast"];
         let range = f["eta_min_s"].as_u64().zip(f["eta_max_s"].as_u64());
         run.etas.push((now_ms(), range));
+        if trace {
+            let pass = detail["migration"]["last_sample"]["iteration"].as_u64();
+            let seen = format!(
+                "pass {}: {} {:?} — {}",
+                pass.unwrap_or(0),
+                f["verdict"].as_str().unwrap_or("-"),
+                range,
+                f["reason"].as_str().unwrap_or("")
+            );
+            if last_trace.as_ref() != Some(&seen) {
+                println!("        trace: {seen}");
+                last_trace = Some(seen);
+            }
+        }
         if apply_advice && run.applied.is_none() && f["verdict"] == "will_not_converge" {
             let advice = f["advice"]
                 .as_array()
