@@ -541,6 +541,19 @@ fn throttle_ramp_passes(caps: Option<&Capabilities>, throttle: u32) -> u32 {
     2 * MAX_THROTTLE_PCT.saturating_sub(throttle).div_ceil(step) + 1
 }
 
+/// The xbzrle cache to advise for a working set: half as much again as the set, rounded
+/// up to the power of two QEMU rounds to, at least 64 MiB and at most the guest's memory.
+/// The margin is needed twice over: the cache is indexed by guest address, so pages
+/// collide (50 % hits with 64 MiB for a 134 MiB set), and the set is only ever a lower
+/// bound (in one CI run the `loop` guest's set read under 128 MiB, 128 MiB was advised
+/// without the margin, and the guest rewrote 132 MiB: 64 % hits, no convergence).
+fn xbzrle_cache_for(working_set: u64, mem_total: u64) -> u64 {
+    (working_set.saturating_mul(3) / 2)
+        .next_power_of_two()
+        .max(64 * MIB)
+        .min(mem_total)
+}
+
 /// The most a page-sampled rate can be short of the truth, at two standard errors. libvirt
 /// samples 512 pages per GiB, so each stands for 2 MiB, and the pages it found dirty are
 /// a count with a Poisson error of √n (the lab's 50 MiB/s guest read 30 and 54 MiB/s; the
@@ -636,17 +649,14 @@ fn advise(
     let caps = input.caps;
     // xbzrle only helps when its cache holds the pages the guest rewrites. QEMU's cache is
     // indexed by guest address, so pages collide: the lab measured 50 % hits with 64 MiB
-    // for a 134 MiB working set, and a quick finish with 256 MiB. So: half as much again
-    // as the working set, rounded up to the power of two QEMU rounds to. It is a restart,
-    // not a lever: on the lab's QEMU 10.0 resizing the cache mid-flight is read back but
+    // for a 134 MiB working set, and a quick finish with 256 MiB (`xbzrle_cache_for`).
+    // It is a restart, not a lever: on the lab's QEMU 10.0 resizing the cache mid-flight is read back but
     // leaves the hit rate where it was (measured at 64 → 128 and 64 → 256 MiB).
     if let (Some(x), Some(ws)) = (last.xbzrle, working_set)
         && x.cache_bytes < ws.saturating_mul(3) / 2
         && x.cache_bytes < last.mem_total_bytes
     {
-        let cache = (ws.saturating_mul(3) / 2)
-            .next_power_of_two()
-            .min(last.mem_total_bytes);
+        let cache = xbzrle_cache_for(ws, last.mem_total_bytes);
         let hit = x.hit_rate_pct().unwrap_or(0);
         out.push(Advice {
             lever: None,
@@ -727,10 +737,7 @@ fn advise(
         && !xbzrle
         && ws.saturating_mul(2) <= last.mem_total_bytes
     {
-        let cache = ws
-            .next_power_of_two()
-            .max(64 * MIB)
-            .min(last.mem_total_bytes);
+        let cache = xbzrle_cache_for(ws, last.mem_total_bytes);
         out.push(Advice {
             lever: None,
             action: format!("Abort, then start again with xbzrle (cache {})", mib(cache)),

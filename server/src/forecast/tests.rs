@@ -113,7 +113,7 @@ fn the_loop_workload_will_not_converge_by_pass_three_and_says_why() {
         "{actions:?}"
     );
     assert!(
-        actions.iter().any(|a| a.contains("xbzrle (cache 128 MiB)")),
+        actions.iter().any(|a| a.contains("xbzrle (cache 256 MiB)")),
         "{actions:?}"
     );
     assert_eq!(
