@@ -650,8 +650,9 @@ fn advise(
     // xbzrle only helps when its cache holds the pages the guest rewrites. QEMU's cache is
     // indexed by guest address, so pages collide: the lab measured 50 % hits with 64 MiB
     // for a 134 MiB working set, and a quick finish with 256 MiB (`xbzrle_cache_for`).
-    // It is a restart, not a lever: on the lab's QEMU 10.0 resizing the cache mid-flight is read back but
-    // leaves the hit rate where it was (measured at 64 → 128 and 64 → 256 MiB).
+    // It is a restart, not a lever: on the lab's QEMU 10.0 resizing the cache mid-flight
+    // is read back but leaves the hit rate where it was (measured at 64 → 128 and
+    // 64 → 256 MiB).
     if let (Some(x), Some(ws)) = (last.xbzrle, working_set)
         && x.cache_bytes < ws.saturating_mul(3) / 2
         && x.cache_bytes < last.mem_total_bytes
