@@ -47,6 +47,24 @@ pub async fn wait_dirty_rate(client: &Client, uuid: &str, after_ms: i64) -> u64 
     vm["dirty_rate"]["bytes_per_s"].as_u64().unwrap_or_default()
 }
 
+/// A bandwidth limit, MiB/s, that the guest `uuid` outruns `times` over, from the server's
+/// background measurement of its dirty rate (within 30 s), at least 4 MiB/s.
+///
+/// A busy guest's speed under TCG is the machine's: the `fresh` guest (new random data
+/// into fresh pages, as fast as it can) wrote well over 100 MiB/s on one machine and
+/// about 35 MiB/s on CI's, where a migration "too fast for it" at 100 MiB/s completed in
+/// 5 s. A test that needs a guest to outrun its link sets the link from the guest.
+pub async fn link_outrun_by(client: &Client, uuid: &str, times: u64) -> u64 {
+    let rate = wait_dirty_rate(client, uuid, 0).await;
+    let link = (rate >> 20) / times.max(1);
+    println!(
+        "the guest dirties {} MiB/s (measured); a link of {} MiB/s",
+        rate >> 20,
+        link.max(4)
+    );
+    link.max(4)
+}
+
 /// Waits (within 30 s) until the server holds a connection to `host`.
 pub async fn wait_connected(client: &Client, host: &str) {
     wait_listed(client, "/api/hosts", |h| {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{
-    abort_and_wait, start_with, state, vm_uuid, wait_dirty_rate, wait_ended, wait_until,
-    wait_verdict,
+    abort_and_wait, link_outrun_by, start_with, state, vm_uuid, wait_dirty_rate, wait_ended,
+    wait_until, wait_verdict,
 };
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::Lab;
@@ -174,7 +174,8 @@ async fn the_advised_switch_to_post_copy_completes_a_guest_that_outruns_the_link
     let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-postcopy", "a").await;
-    let settings = json!({ "bandwidth_mib_s": 32, "capabilities": { "postcopy": true } });
+    let link = link_outrun_by(&admin, &uuid, 3).await;
+    let settings = json!({ "bandwidth_mib_s": link, "capabilities": { "postcopy": true } });
     let id = start_with(&admin, &uuid, "b", settings).await;
     let said = wait_until(
         &admin,
@@ -214,7 +215,7 @@ async fn the_advised_restart_with_auto_converge_completes() {
     let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-auto", "a").await;
-    let link = json!({ "bandwidth_mib_s": 100 });
+    let link = json!({ "bandwidth_mib_s": link_outrun_by(&admin, &uuid, 3).await });
     let id = start_with(&admin, &uuid, "b", link.clone()).await;
     let said = wait_verdict(&admin, &id, Duration::from_secs(90), "will_not_converge").await;
     let advice = said["migration"]["forecast"]["advice"]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use converge_e2e::client::Client;
-use converge_e2e::fleet::{start_with, state, vm_uuid, wait_sampled, wait_until};
+use converge_e2e::fleet::{link_outrun_by, start_with, state, vm_uuid, wait_sampled, wait_until};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::{HOSTS_CONFIG, Lab};
 use reqwest::Method;
@@ -100,12 +100,13 @@ async fn auto_converge_throttles_the_fresh_vm_harder_and_harder() {
     let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-fresh", "a").await;
+    let link = link_outrun_by(&admin, &uuid, 3).await;
     let id = start_with(
         &admin,
         &uuid,
         "b",
         json!({
-            "bandwidth_mib_s": 100,
+            "bandwidth_mib_s": link,
             "capabilities": { "auto_converge": { "initial_pct": 20, "increment_pct": 10 } }
         }),
     )

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{
-    abort_and_wait, ended, start_with, state, vm_uuid, wait_ended, wait_until, wait_verdict,
+    abort_and_wait, ended, link_outrun_by, start_with, state, vm_uuid, wait_ended, wait_until,
+    wait_verdict,
 };
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer};
 use converge_testkit::lab::Lab;
@@ -209,11 +210,12 @@ async fn the_adaptive_preset_rescues_a_fresh_guest_with_post_copy() {
     let server = TestServer::lab("").await;
     let admin = Client::login(&server.url, "admin", ADMIN_PASSWORD).await;
     let uuid = vm_uuid(&admin, "t-adapt-fresh", "a").await;
+    let link = link_outrun_by(&admin, &uuid, 3).await;
     let id = start_with(
         &admin,
         &uuid,
         "b",
-        json!({ "bandwidth_mib_s": 32, "adaptive": true, "deadline": { "completion_max_s": 3400 } }),
+        json!({ "bandwidth_mib_s": link, "adaptive": true, "deadline": { "completion_max_s": 3400 } }),
     )
     .await;
     let done = wait_ended(&admin, &id, Duration::from_secs(150)).await;
