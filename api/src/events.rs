@@ -68,6 +68,8 @@ pub enum LiveEvent {
     /// `event: tenant_vm` — a tenant's VM or its move changed (only to that project's
     /// tenants).
     Tenant(TenantVm),
+    /// See [`crate::DrainUpdate`].
+    Drain(crate::drain::DrainUpdate),
 }
 
 /// The SSE `event:` names, for the server that writes them and the dashboard that
@@ -83,8 +85,10 @@ pub mod names {
     pub const RESYNC: &str = "resync";
     /// [`super::LiveEvent::Tenant`].
     pub const TENANT_VM: &str = "tenant_vm";
+    /// [`super::LiveEvent::Drain`].
+    pub const DRAIN: &str = "drain";
     /// Every name, for a client that listens for all of them.
-    pub const ALL: [&str; 5] = [MIGRATION, HOST, VMS, RESYNC, TENANT_VM];
+    pub const ALL: [&str; 6] = [MIGRATION, HOST, VMS, RESYNC, TENANT_VM, DRAIN];
 }
 
 impl LiveEvent {
@@ -96,6 +100,7 @@ impl LiveEvent {
             LiveEvent::Vms(_) => names::VMS,
             LiveEvent::Resync(_) => names::RESYNC,
             LiveEvent::Tenant(_) => names::TENANT_VM,
+            LiveEvent::Drain(_) => names::DRAIN,
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Host {
     /// Set while a libvirt call to the host goes unanswered too long: `degraded: libvirt
     /// has not answered <call> for N s`. Clears when libvirt answers again.
     pub degraded: Option<String>,
+    /// The drain emptying the host, while one does: nothing moves into it.
+    #[cfg_attr(not(feature = "mini"), serde(default))]
+    pub draining: Option<String>,
 }
 
 /// A VM's run state as the fleet page shows it.

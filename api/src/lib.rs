@@ -67,6 +67,7 @@ macro_rules! wire_names {
 
 mod audit;
 mod auth;
+mod drain;
 mod events;
 mod fleet;
 mod forecast;
@@ -78,6 +79,12 @@ mod tenant;
 
 pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
+#[cfg(not(target_arch = "wasm32"))]
+pub use drain::AttemptState;
+pub use drain::{
+    Drain, DrainItem, DrainLimits, DrainPolicy, DrainRequest, DrainState, DrainUpdate, HostRoom,
+    ItemAction, ItemCommand, ItemState, Outlook, Placement,
+};
 pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate, names};
 pub use fleet::{DirtyRate, Host, HostState, Vm, VmState};
 pub use forecast::{Advice, AdviceRecord, Basis, Forecast, LeverKind, LeverMove, Verdict};
@@ -128,6 +135,10 @@ mod wire_name_tests {
         both_encoders_agree(Growth::WIRE_ALL);
         both_encoders_agree(Severity::WIRE_ALL);
         both_encoders_agree(Basis::WIRE_ALL);
+        both_encoders_agree(Outlook::WIRE_ALL);
+        both_encoders_agree(ItemState::WIRE_ALL);
+        both_encoders_agree(DrainState::WIRE_ALL);
+        both_encoders_agree(ItemAction::WIRE_ALL);
     }
 }
 

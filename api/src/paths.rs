@@ -43,6 +43,35 @@ pub const TENANT_VMS: &str = "/api/tenant/vms";
 /// `GET`: one of a tenant's VMs with its past moves.
 pub const TENANT_VM: &str = "/api/tenant/vms/{uuid}";
 
+/// `GET`: drains, running and past; `POST`: plan one (`dry_run`) or start it.
+pub const DRAINS: &str = "/api/drains";
+/// `GET`: one drain.
+pub const DRAIN: &str = "/api/drains/{id}";
+/// `POST`: pause a drain (running migrations finish, no new ones start).
+pub const DRAIN_PAUSE: &str = "/api/drains/{id}/pause";
+/// `POST`: resume a paused drain.
+pub const DRAIN_RESUME: &str = "/api/drains/{id}/resume";
+/// `POST`: cancel a drain (running migrations are aborted; VMs stay where they are).
+pub const DRAIN_CANCEL: &str = "/api/drains/{id}/cancel";
+/// `POST` `{"action": "skip" | "forward"}`: one VM of a drain.
+pub const DRAIN_VM: &str = "/api/drains/{id}/vms/{uuid}";
+
+/// [`DRAIN`] of drain `id`.
+pub fn drain(id: &str) -> String {
+    format!("/api/drains/{id}")
+}
+
+/// [`DRAIN_PAUSE`], [`DRAIN_RESUME`] or [`DRAIN_CANCEL`] of drain `id`: `what` is
+/// `pause`, `resume` or `cancel`.
+pub fn drain_control(id: &str, what: &str) -> String {
+    format!("/api/drains/{id}/{what}")
+}
+
+/// [`DRAIN_VM`] of VM `uuid` in drain `id`.
+pub fn drain_vm(id: &str, uuid: &str) -> String {
+    format!("/api/drains/{id}/vms/{uuid}")
+}
+
 /// [`MIGRATION`] of migration `id`.
 pub fn migration(id: &str) -> String {
     format!("/api/migrations/{id}")
@@ -98,6 +127,11 @@ mod tests {
         assert_eq!(migration_abort("{id}"), MIGRATION_ABORT);
         assert_eq!(kiosk_token("{id}"), KIOSK_TOKEN);
         assert_eq!(tenant_vm("{uuid}"), TENANT_VM);
+        assert_eq!(drain("{id}"), DRAIN);
+        assert_eq!(drain_control("{id}", "pause"), DRAIN_PAUSE);
+        assert_eq!(drain_control("{id}", "resume"), DRAIN_RESUME);
+        assert_eq!(drain_control("{id}", "cancel"), DRAIN_CANCEL);
+        assert_eq!(drain_vm("{id}", "{uuid}"), DRAIN_VM);
         assert_eq!(migration("m1"), "/api/migrations/m1");
         assert_eq!(kiosk_token(7), "/api/kiosk-tokens/7");
     }

@@ -47,6 +47,10 @@ pub struct TenantVm {
     pub state: VmState,
     /// The move under way, or the latest one.
     pub latest_move: Option<TenantMove>,
+    /// A maintenance move to come, in words ("Scheduled to be moved for maintenance,
+    /// expected within about 10 minutes."), while it waits for its turn.
+    #[cfg_attr(not(feature = "mini"), serde(default))]
+    pub scheduled: Option<String>,
 }
 
 /// Answer of `GET /api/tenant/vms/{uuid}`: the VM and every recorded move, newest first.

@@ -6,9 +6,9 @@
 use std::fmt;
 
 use converge_api::{
-    AuditEntry, CreatedKioskToken, ErrorBody, Host, KioskSignIn, KioskToken, LeverChange,
-    LeverResult, LoginRequest, Me, Migration, MigrationDetail, NewKioskToken, Preset,
-    StartMigration, TenantVm, TenantVmDetail, Vm,
+    AuditEntry, CreatedKioskToken, Drain, DrainRequest, ErrorBody, Host, ItemAction, ItemCommand,
+    KioskSignIn, KioskToken, LeverChange, LeverResult, LoginRequest, Me, Migration,
+    MigrationDetail, NewKioskToken, Preset, StartMigration, TenantVm, TenantVmDetail, Vm,
 };
 use converge_api::{LiveEvent, names, paths};
 use wasm_bindgen::closure::Closure;
@@ -107,6 +107,27 @@ pub async fn audit() -> Result<Vec<AuditEntry>, ApiError> {
 /// `POST /api/migrations/{id}/abort`.
 pub async fn abort_migration(id: &str) -> Result<Migration, ApiError> {
     json(request("POST", &paths::migration_abort(id), None).await?)
+}
+
+/// `GET /api/drains`: running drains, then past ones.
+pub async fn drains() -> Result<Vec<Drain>, ApiError> {
+    json(request("GET", paths::DRAINS, None).await?)
+}
+
+/// `POST /api/drains`: the plan (`dry_run`), or the drain started.
+pub async fn drain(body: &DrainRequest) -> Result<Drain, ApiError> {
+    json(request("POST", paths::DRAINS, Some(to_json(body)?)).await?)
+}
+
+/// `POST /api/drains/{id}/{pause|resume|cancel}`.
+pub async fn drain_control(id: &str, what: &str) -> Result<Drain, ApiError> {
+    json(request("POST", &paths::drain_control(id, what), None).await?)
+}
+
+/// `POST /api/drains/{id}/vms/{uuid}`: skip a VM or move it forward.
+pub async fn drain_vm(id: &str, uuid: &str, action: ItemAction) -> Result<Drain, ApiError> {
+    let body = ItemCommand { action };
+    json(request("POST", &paths::drain_vm(id, uuid), Some(to_json(&body)?)).await?)
 }
 
 /// `GET /api/tenant/vms`: a tenant's own VMs.
@@ -291,6 +312,7 @@ fn parse_event(name: &str, data: &str) -> Option<LiveEvent> {
         names::VMS => miniserde::json::from_str(data).ok().map(LiveEvent::Vms),
         names::RESYNC => miniserde::json::from_str(data).ok().map(LiveEvent::Resync),
         names::TENANT_VM => miniserde::json::from_str(data).ok().map(LiveEvent::Tenant),
+        names::DRAIN => miniserde::json::from_str(data).ok().map(LiveEvent::Drain),
         _ => None,
     }
 }

@@ -3,7 +3,8 @@
 use std::rc::Rc;
 
 use converge_api::{
-    Host, HostUpdate, IterationMark, LiveEvent, Migration, MigrationUpdate, Sample, Vm, VmsUpdate,
+    Drain, DrainUpdate, Host, HostUpdate, IterationMark, LiveEvent, Migration, MigrationUpdate,
+    Sample, Vm, VmsUpdate,
 };
 use leptos::prelude::*;
 use send_wrapper::SendWrapper;
@@ -35,6 +36,8 @@ pub struct Live {
     /// Migrations by id, in id order; each in its own signal so a tick redraws one card.
     /// (A sorted `Vec`: a `BTreeMap` costs kilobytes of wasm for a handful of entries.)
     pub migrations: RwSignal<Vec<(String, RwSignal<MigrationView>)>>,
+    /// Host drains, running first (as the server lists them).
+    pub drains: RwSignal<Vec<Drain>>,
     /// The stream's state, for the "live" indicator.
     pub stream: RwSignal<StreamState>,
     /// The last error fetching the snapshot.
@@ -49,6 +52,7 @@ impl Live {
             hosts: RwSignal::new(Vec::new()),
             vms: RwSignal::new(Vec::new()),
             migrations: RwSignal::new(Vec::new()),
+            drains: RwSignal::new(Vec::new()),
             stream: RwSignal::new(StreamState::Connecting),
             error: RwSignal::new(None),
         };
@@ -70,13 +74,15 @@ impl Live {
                 let hosts = api::hosts().await?;
                 let vms = api::vms().await?;
                 let migrations = api::migrations().await?;
-                Ok::<_, ApiError>((hosts, vms, migrations))
+                let drains = api::drains().await?;
+                Ok::<_, ApiError>((hosts, vms, migrations, drains))
             }
             .await;
             match result {
-                Ok((hosts, vms, migrations)) => {
+                Ok((hosts, vms, migrations, drains)) => {
                     self.hosts.set(hosts);
                     self.vms.set(vms);
+                    self.drains.set(drains);
                     owner.with(|| {
                         for migration in migrations {
                             self.upsert(migration, None, None);
@@ -120,6 +126,13 @@ impl Live {
             LiveEvent::Resync(_) => self.refresh(session),
             // Only ever sent to tenants, who do not watch the fleet.
             LiveEvent::Tenant(_) => {}
+            LiveEvent::Drain(DrainUpdate { drain }) => {
+                self.drains
+                    .update(|all| match all.iter_mut().find(|d| d.id == drain.id) {
+                        Some(slot) => *slot = drain,
+                        None => all.insert(0, drain),
+                    })
+            }
         }
     }
 

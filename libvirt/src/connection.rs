@@ -99,6 +99,12 @@ impl Connection {
         ))
     }
 
+    /// Memory free on the host, bytes (`virNodeGetFreeMemory`: the host's own figure; the
+    /// node, not any domain, so it waits on no domain's job).
+    pub fn free_memory_bytes(&self) -> Result<u64, Error> {
+        Ok(self.conn.free_memory()?)
+    }
+
     /// Every domain of the host, defined or running (`virConnectListAllDomains`: answers
     /// at once even while a domain is migrating; what to ask each is the caller's choice,
     /// see [`Domain`]).

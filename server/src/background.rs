@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Sessions;
 use crate::config::DirtyRateConfig;
+use crate::drain::Drains;
 use crate::fleet::{Executor, Fleet, Queues, measure_dirty_rates, write_history};
 use crate::hypervisor::Report;
 use crate::store::Store;
@@ -43,6 +44,8 @@ pub struct Background {
     history: JoinHandle<()>,
     sessions: JoinHandle<()>,
     dirty_rates: JoinHandle<()>,
+    drains: JoinHandle<()>,
+    drain_service: Drains,
 }
 
 /// What the background work runs on.
@@ -66,6 +69,8 @@ pub struct Parts {
     pub session_check: Duration,
     /// How the guests' dirty rates are measured.
     pub dirty_rate: DirtyRateConfig,
+    /// Host drains, run step by step.
+    pub drains: Drains,
 }
 
 impl Background {
@@ -81,8 +86,11 @@ impl Background {
             sessions,
             session_check,
             dirty_rate,
+            drains,
         } = parts;
         Self {
+            drains: tokio::spawn(drains.clone().run(stop.clone())),
+            drain_service: drains,
             dirty_rates: tokio::spawn(measure_dirty_rates(
                 fleet.clone(),
                 executor.hypervisors().clone(),
@@ -105,6 +113,14 @@ impl Background {
         self.stop.cancel();
         bounded("applying the last host reports", self.reports).await;
         bounded("taking no more queued actions", self.actions).await;
+        // No drain starts anything more; what it did is saved at each step.
+        bounded("the drains' steps", self.drains).await;
+        let drains = self.drain_service.clone();
+        bounded(
+            "the drains' starts and actions under way",
+            tokio::spawn(async move { drains.finish().await }),
+        )
+        .await;
         let executor = self.executor.clone();
         bounded(
             "finishing the starts and actions under way",

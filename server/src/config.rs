@@ -168,6 +168,18 @@ pub struct HostConfig {
     /// only for hosts where no Nova runs.
     #[serde(default)]
     pub start_nova_managed: bool,
+    /// Memory a drain keeps free on this host when it places VMs here, MiB (for the host
+    /// itself, QEMU's overhead, page cache). Default 1024.
+    #[serde(default = "default_reserve_mib")]
+    pub reserve_mib: u64,
+    /// The most guest memory this host may hold, MiB; a drain places nothing here past
+    /// it (whatever libvirt reports free). None: no limit but free memory.
+    #[serde(default)]
+    pub max_guest_memory_mib: Option<u64>,
+}
+
+fn default_reserve_mib() -> u64 {
+    1024
 }
 
 /// `[sampler]`: reading job statistics.

@@ -18,8 +18,8 @@ pub use act::{Act, ActError, ActKind, Executor};
 pub use measure::measure_dirty_rates;
 pub use start::{StartError, StartRequest};
 pub use state::{
-    Ceiling, Change, FRESH_DIRTY_RATE_MS, FleetState, HistoryWrite, LeverTarget, Refusal,
-    StartPlan, new_id,
+    Ceiling, Change, FRESH_DIRTY_RATE_MS, FleetState, HistoryWrite, HostMemory, LeverTarget,
+    Refusal, StartPlan, new_id,
 };
 
 use crate::clock::Clock;
@@ -245,6 +245,7 @@ fn report_kind(report: &Report) -> &'static str {
         Report::Lifecycle { .. } => "lifecycle",
         Report::MigrateReturned(_) => "migrate_returned",
         Report::Health(_) => "health",
+        Report::Memory { .. } => "memory",
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod audit;
 pub mod auth;
+pub(crate) mod drains;
 pub mod error;
 pub(crate) mod events;
 pub(crate) mod hardening;

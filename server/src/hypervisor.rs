@@ -61,6 +61,13 @@ pub enum Report {
     MigrateReturned(MigrateReturnedReport),
     /// A libvirt call of the host has gone unanswered too long, or answers again.
     Health(HealthReport),
+    /// The host's free memory, read with its VM list.
+    Memory {
+        /// Which host.
+        host: String,
+        /// Memory free, bytes.
+        free_bytes: u64,
+    },
 }
 
 /// Whether a host's libvirt answers.
@@ -139,7 +146,10 @@ impl Report {
     /// The VM the report is about, if it is about one.
     pub fn vm_uuid(&self) -> Option<&str> {
         match self {
-            Report::Connection(_) | Report::Domains { .. } | Report::Health(_) => None,
+            Report::Connection(_)
+            | Report::Domains { .. }
+            | Report::Health(_)
+            | Report::Memory { .. } => None,
             Report::Sample(SampleReport { vm_uuid, .. })
             | Report::JobEnded(JobEndedReport { vm_uuid, .. })
             | Report::JobCompleted { vm_uuid, .. }

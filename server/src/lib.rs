@@ -9,6 +9,7 @@ pub mod auth;
 pub mod background;
 pub mod clock;
 pub mod config;
+pub mod drain;
 pub mod fleet;
 pub mod forecast;
 pub mod http;

@@ -1,11 +1,12 @@
 //! The database, behind one type: every SQL statement the server runs is in this module.
 //!
 //! [`Store`] is what the rest of the server holds; its methods are grouped by table in
-//! the submodules (`migrations`, `audit`, `kiosk_tokens`, `sessions`). Callers never see
+//! the submodules (`migrations`, `audit`, `drains`, `kiosk_tokens`, `sessions`). Callers never see
 //! a connection or a query, so a second backend (PostgreSQL, for more than one
 //! controller) can be added beside SQLite here without touching them.
 
 mod audit;
+mod drains;
 mod kiosk_tokens;
 mod migrations;
 mod sessions;

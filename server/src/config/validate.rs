@@ -337,6 +337,8 @@ impl Config {
     }
 
     fn validate_hosts(&self) -> Result<(), ConfigError> {
+        /// 16 TiB: more than any host has.
+        const MAX_HOST_MEMORY_MIB: u64 = 16 << 20;
         let mut seen = HashSet::new();
         for (i, host) in self.hosts.iter().enumerate() {
             let name = host.name.as_str();
@@ -361,6 +363,21 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("hosts[{i}].uri"),
                     "not a libvirt URI; e.g. qemu+tcp://10.0.0.7/system",
+                ));
+            }
+            if host.reserve_mib > MAX_HOST_MEMORY_MIB {
+                return Err(ConfigError::invalid(
+                    format!("hosts[{i}].reserve_mib"),
+                    format!("at most {MAX_HOST_MEMORY_MIB} MiB (16 TiB)"),
+                ));
+            }
+            if host
+                .max_guest_memory_mib
+                .is_some_and(|m| m == 0 || m > MAX_HOST_MEMORY_MIB)
+            {
+                return Err(ConfigError::invalid(
+                    format!("hosts[{i}].max_guest_memory_mib"),
+                    format!("give 1 to {MAX_HOST_MEMORY_MIB} MiB, or leave it out for no limit"),
                 ));
             }
         }

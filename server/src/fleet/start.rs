@@ -41,6 +41,9 @@ pub struct StartRequest {
     pub started_by: String,
     /// From where.
     pub client_addr: IpAddr,
+    /// Never allow post-copy, whatever the preset or the adaptive choice (a drain's
+    /// policy may forbid it).
+    pub no_post_copy: bool,
 }
 
 /// Why a migration did not start.
@@ -162,7 +165,14 @@ impl Executor {
                 dirty_rate,
                 history: &history,
             };
-            let (chosen, mut why) = policy::adapt_start(&settings, &facts);
+            let (mut chosen, mut why) = policy::adapt_start(&settings, &facts);
+            if request.no_post_copy && chosen.capabilities.postcopy {
+                chosen.capabilities.postcopy = false;
+                why = why.replace(
+                    "post-copy allowed",
+                    "post-copy not allowed (the drain's policy)",
+                );
+            }
             if let Some(reading) = fresh {
                 // No pre-flight second: say where the rate came from.
                 let age_s = now.saturating_sub(reading.at_ms) / 1000;

@@ -2,7 +2,7 @@
 //! Reports from the host workers and requests from handlers change it; each change says
 //! what to publish and what to persist. No I/O here, so it is tested without libvirt.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use converge_api::{
     Host, HostState, LiveEvent, Migration, MigrationDetail, MigrationState, MigrationUpdate,
@@ -11,11 +11,13 @@ use converge_api::{
 use converge_libvirt::{DomainState, DomainSummary, JobStats};
 
 mod actions;
+mod maintenance;
 mod measuring;
 mod reports;
 mod sampling;
 
 pub use actions::LeverTarget;
+pub use maintenance::HostMemory;
 pub use measuring::FRESH_DIRTY_RATE_MS;
 
 use super::record::MigrationRecord;
@@ -118,6 +120,8 @@ pub struct StartPlan {
 struct HostEntry {
     host: Host,
     domains: Vec<DomainSummary>,
+    /// Memory free on the host as libvirt last said, bytes.
+    free_bytes: Option<u64>,
 }
 
 /// Hosts, VMs and migrations.
@@ -149,6 +153,10 @@ pub struct FleetState {
     measure_tried: HashMap<String, i64>,
     /// VMs being measured now, with their host.
     measuring: HashMap<String, String>,
+    /// VMs to measure more often than the rest (a drain waits for them to go quiet).
+    measure_soon: HashSet<String>,
+    /// Maintenance notices for tenants, by VM UUID (a drain will move the VM).
+    scheduled: HashMap<String, String>,
 }
 
 /// The server-wide ceiling on a migration's duration (`migrations.max_duration_s`).
@@ -175,12 +183,14 @@ impl FleetState {
                     libvirt_version: None,
                     vm_count: 0,
                     degraded: None,
+                    draining: None,
                 };
                 (
                     name.to_owned(),
                     HostEntry {
                         host,
                         domains: Vec::new(),
+                        free_bytes: None,
                     },
                 )
             })
@@ -199,6 +209,8 @@ impl FleetState {
             dirty_rates: HashMap::new(),
             measure_tried: HashMap::new(),
             measuring: HashMap::new(),
+            measure_soon: HashSet::new(),
+            scheduled: HashMap::new(),
         }
     }
 
@@ -371,6 +383,11 @@ impl FleetState {
             return Err(Refusal::Invalid(format!(
                 "{} already runs on {source}; choose another destination",
                 domain.name
+            )));
+        }
+        if let Some(drain) = &dest.host.draining {
+            return Err(Refusal::Conflict(format!(
+                "host {destination} is being drained (drain {drain}): nothing moves into it until the drain ends; choose another destination"
             )));
         }
         for name in [&source, destination] {

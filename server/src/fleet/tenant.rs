@@ -47,7 +47,8 @@ pub(crate) fn in_scope(project: Option<&str>, projects: &[String]) -> bool {
 pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, TenantVm)> {
     let view = |vm: &Vm, latest: Option<&Migration>| {
         let project = vm.project.clone()?;
-        Some((project, tenant_vm(vm, latest)?))
+        let scheduled = fleet.scheduled_notice(&vm.uuid);
+        Some((project, tenant_vm(vm, latest, scheduled)?))
     };
     match event {
         LiveEvent::Migration(update) => {
@@ -62,18 +63,27 @@ pub(crate) fn events_for(fleet: &FleetState, event: &LiveEvent) -> Vec<(String, 
             .iter()
             .filter_map(|vm| view(vm, fleet.latest_migration_of(&vm.uuid)))
             .collect(),
-        LiveEvent::Host(_) | LiveEvent::Resync(_) | LiveEvent::Tenant(_) => Vec::new(),
+        LiveEvent::Host(_) | LiveEvent::Resync(_) | LiveEvent::Tenant(_) | LiveEvent::Drain(_) => {
+            Vec::new()
+        }
     }
 }
 
-/// A VM as its tenant sees it (`None` for a VM of no project).
-pub(crate) fn tenant_vm(vm: &Vm, latest: Option<&Migration>) -> Option<TenantVm> {
+/// A VM as its tenant sees it (`None` for a VM of no project); `scheduled` is a
+/// maintenance notice for a move to come, shown while no move is under way.
+pub(crate) fn tenant_vm(
+    vm: &Vm,
+    latest: Option<&Migration>,
+    scheduled: Option<&str>,
+) -> Option<TenantVm> {
+    let moving = latest.is_some_and(|m| m.state.is_active());
     Some(TenantVm {
         uuid: vm.uuid.clone(),
         name: vm.name.clone(),
         project: vm.project.clone()?,
         state: vm.state,
         latest_move: latest.map(tenant_move),
+        scheduled: scheduled.filter(|_| !moving).map(str::to_owned),
     })
 }
 

@@ -102,6 +102,7 @@ pub(crate) async fn start(
         settings: request.settings,
         started_by: principal.user.username.clone(),
         client_addr,
+        no_post_copy: false,
     };
     let migration = state
         .executor

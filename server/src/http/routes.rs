@@ -11,7 +11,7 @@ use axum::routing::{delete, get, patch, post};
 use converge_api::paths;
 
 use super::state::AppState;
-use super::{audit, auth, events, health, hosts, kiosk, migrations, tenant};
+use super::{audit, auth, drains, events, health, hosts, kiosk, migrations, tenant};
 
 /// One route: its method and its path under `/api`, as axum spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,13 @@ routes! {
     post KIOSK_SESSION => kiosk::sign_in;
     get TENANT_VMS => tenant::list;
     get TENANT_VM => tenant::detail;
+    get DRAINS => drains::list;
+    post DRAINS => drains::create;
+    get DRAIN => drains::detail;
+    post DRAIN_PAUSE => drains::pause;
+    post DRAIN_RESUME => drains::resume;
+    post DRAIN_CANCEL => drains::cancel;
+    post DRAIN_VM => drains::item;
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::auth::{LoginThrottle, PasswordChecks, Sessions, UserDirectory};
 use crate::background::{self, Background};
 use crate::clock::{Clock, SystemClock, unix_ms_now};
 use crate::config::Config;
+use crate::drain::Drains;
 use crate::fleet::{Ceiling, Executor, Fleet, FleetState};
 use crate::hub::Hub;
 use crate::hypervisor::Hypervisors;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub sessions: Sessions,
     /// Kiosk tokens, checked on every kiosk request and stream.
     pub kiosk: Arc<KioskTokens>,
+    /// Host drains.
+    pub drains: Drains,
 }
 
 /// Why the server could not start.
@@ -131,6 +134,16 @@ impl Controller {
         let hypervisors = Arc::new(hypervisors);
         let executor = Executor::new(fleet.clone(), hypervisors.clone(), store.clone());
         let sessions = Sessions::new(&store);
+        let drains = Drains::open(
+            fleet.clone(),
+            executor.clone(),
+            store.clone(),
+            config.hosts.clone(),
+            crate::presets::all(&config.presets),
+            config.migrations.default_preset.clone(),
+        )
+        .await
+        .map_err(db_error)?;
         let background = Background::start(background::Parts {
             stop: shutdown.clone(),
             fleet: fleet.clone(),
@@ -141,6 +154,7 @@ impl Controller {
             sessions: sessions.clone(),
             session_check: std::time::Duration::from_secs(config.events.session_check_s),
             dirty_rate: config.dirty_rate.clone(),
+            drains: drains.clone(),
         });
         let state = AppState {
             throttle: Arc::new(LoginThrottle::new(&config.login_throttle)),
@@ -161,6 +175,7 @@ impl Controller {
             kiosk: Arc::new(kiosk),
             sessions,
             users: Arc::new(users),
+            drains,
         };
         Ok(Self { state, background })
     }

@@ -19,19 +19,20 @@ pub(crate) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<TenantVm>>, ApiError> {
     let projects = &principal.user.projects;
-    let in_memory: Vec<(Vm, Option<Migration>)> = {
+    let in_memory: Vec<(Vm, Option<Migration>, Option<String>)> = {
         let fleet = state.fleet.read();
         fleet
             .vms_in(projects)
             .into_iter()
             .map(|vm| {
                 let latest = fleet.latest_migration_of(&vm.uuid).cloned();
-                (vm, latest)
+                let scheduled = fleet.scheduled_notice(&vm.uuid).map(str::to_owned);
+                (vm, latest, scheduled)
             })
             .collect()
     };
     let mut out = Vec::with_capacity(in_memory.len());
-    for (vm, latest) in in_memory {
+    for (vm, latest, scheduled) in in_memory {
         // After a restart the latest move is only in the history.
         let latest = match latest {
             Some(m) => Some(m),
@@ -42,7 +43,7 @@ pub(crate) async fn list(
                 .map_err(|err| ApiError::internal("reading a VM's moves", err))?
                 .pop(),
         };
-        out.extend(tenant_vm(&vm, latest.as_ref()));
+        out.extend(tenant_vm(&vm, latest.as_ref(), scheduled.as_deref()));
     }
     Ok(Json(out))
 }
@@ -56,13 +57,14 @@ pub(crate) async fn detail(
 ) -> Result<Json<TenantVmDetail>, ApiError> {
     // Not echoing the UUID: the answer is the same whoever's VM it names.
     let not_found = || ApiError::NotFound("you have no VM with that UUID".into());
-    let (vm, current) = {
+    let (vm, current, scheduled) = {
         let fleet = state.fleet.read();
         let vm = vm_or_last_seen(&fleet, &uuid)
             .filter(|vm| in_scope(vm.project.as_deref(), &principal.user.projects))
             .ok_or_else(not_found)?;
         let current = fleet.latest_migration_of(&uuid).cloned();
-        (vm, current)
+        let scheduled = fleet.scheduled_notice(&uuid).map(str::to_owned);
+        (vm, current, scheduled)
     };
     let mut moves = state
         .store
@@ -76,7 +78,7 @@ pub(crate) async fn detail(
             None => moves.insert(0, current.clone()),
         }
     }
-    let vm = tenant_vm(&vm, moves.first()).ok_or_else(not_found)?;
+    let vm = tenant_vm(&vm, moves.first(), scheduled.as_deref()).ok_or_else(not_found)?;
     Ok(Json(TenantVmDetail {
         vm,
         moves: moves.iter().map(tenant_move).collect(),

@@ -61,10 +61,22 @@ fn run(shared: &Arc<Shared>, kicked: &mpsc::Receiver<()>) {
             continue;
         };
         match list(shared, &conn, &mut known) {
-            Ok(domains) => shared.report(Report::Domains {
-                host: shared.config.name.clone(),
-                domains,
-            }),
+            Ok(domains) => {
+                shared.report(Report::Domains {
+                    host: shared.config.name.clone(),
+                    domains,
+                });
+                // What a drain may place here.
+                if let Ok(free_bytes) = shared
+                    .calls
+                    .run("virNodeGetFreeMemory", "", || conn.free_memory_bytes())
+                {
+                    shared.report(Report::Memory {
+                        host: shared.config.name.clone(),
+                        free_bytes,
+                    });
+                }
+            }
             Err(err) => {
                 tracing::debug!(host = %shared.config.name, error = %err, "cannot list the host's domains");
                 shared.check_alive(generation, &conn, &err);

@@ -22,6 +22,7 @@ fn host(name: &str, state: HostState, vms: usize) -> Host {
         libvirt_version: None,
         vm_count: vms,
         degraded: None,
+        draining: None,
     }
 }
 

@@ -134,6 +134,14 @@ const MATRIX: &[Row] = &[
     row("POST",   "/kiosk/session",          "/kiosk/session",               Some("{}"),                                     [422, 422, 422, 422, 422, 422, 422]),
     row("GET",    "/tenant/vms",             "/tenant/vms",                  None,                                           [401, 200, 200, 403, 403, 403, 403]),
     row("GET",    "/tenant/vms/{uuid}",      "/tenant/vms/{blue}",           None,                                           [401, 200, 404, 403, 403, 403, 403]),
+    row("GET",    "/drains",                 "/drains",                      None,                                           [401, 403, 403, 200, 200, 200, 200]),
+    row("POST",   "/drains",                 "/drains",                      Some(r#"{"hosts":["no-such-host"],"dry_run":true}"#),
+                                                                                                                             [401, 403, 403, 403, 403, 422, 422]),
+    row("GET",    "/drains/{id}",            "/drains/nope",                 None,                                           [401, 403, 403, 404, 404, 404, 404]),
+    row("POST",   "/drains/{id}/pause",      "/drains/nope/pause",           None,                                           [401, 403, 403, 403, 403, 404, 404]),
+    row("POST",   "/drains/{id}/resume",     "/drains/nope/resume",          None,                                           [401, 403, 403, 403, 403, 404, 404]),
+    row("POST",   "/drains/{id}/cancel",     "/drains/nope/cancel",          None,                                           [401, 403, 403, 403, 403, 404, 404]),
+    row("POST",   "/drains/{id}/vms/{uuid}", "/drains/nope/vms/{blue}",      Some(r#"{"action":"skip"}"#),                   [401, 403, 403, 403, 403, 404, 404]),
 ];
 
 /// The app, its router, and a session for every caller.

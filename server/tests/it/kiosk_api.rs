@@ -286,6 +286,23 @@ async fn a_screen_signs_in_with_the_token_and_can_only_read() {
         ),
         ("GET", "/tenant/vms", Forbidden, None),
         ("GET", "/tenant/vms/{uuid}", Forbidden, None),
+        ("GET", "/drains", Allowed(StatusCode::OK), None),
+        (
+            "POST",
+            "/drains",
+            Forbidden,
+            Some(json!({ "hosts": ["a"], "dry_run": true })),
+        ),
+        ("GET", "/drains/{id}", Allowed(StatusCode::NOT_FOUND), None),
+        ("POST", "/drains/{id}/pause", Forbidden, None),
+        ("POST", "/drains/{id}/resume", Forbidden, None),
+        ("POST", "/drains/{id}/cancel", Forbidden, None),
+        (
+            "POST",
+            "/drains/{id}/vms/{uuid}",
+            Forbidden,
+            Some(json!({ "action": "skip" })),
+        ),
     ];
     for route in ROUTES {
         let row = expectations

@@ -8,10 +8,13 @@ use super::{Change, FleetState};
 /// A reading counts as the guest's rate before its migration for this long (the forecast's
 /// measured rate).
 pub const FRESH_DIRTY_RATE_MS: i64 = 5 * 60 * 1000;
+/// A VM a drain waits on to go quiet is measured again after this at most, ms.
+const SOON_MS: i64 = 10_000;
 
 impl FleetState {
     /// The running, not migrating VM on `host` whose reading is oldest (or missing), if it
-    /// was last tried at least `every_ms` ago; it is marked as being measured.
+    /// was last tried at least `every_ms` ago (a VM a drain waits on: at least [`SOON_MS`]);
+    /// it is marked as being measured.
     pub fn begin_measurement(&mut self, host: &str, every_ms: i64, now_ms: i64) -> Option<String> {
         if self.measuring.values().any(|h| h == host) {
             return None;
@@ -25,7 +28,14 @@ impl FleetState {
                     && !self.active_by_vm.contains_key(&d.uuid)
             })
             .map(|d| (self.measure_tried.get(&d.uuid).copied(), &d.uuid))
-            .filter(|(tried, _)| tried.is_none_or(|t| now_ms.saturating_sub(t) >= every_ms))
+            .filter(|(tried, uuid)| {
+                let every = if self.measure_soon.contains(*uuid) {
+                    every_ms.min(SOON_MS)
+                } else {
+                    every_ms
+                };
+                tried.is_none_or(|t| now_ms.saturating_sub(t) >= every)
+            })
             .min_by_key(|(tried, _)| tried.unwrap_or(i64::MIN))
             .map(|(_, uuid)| uuid.clone())?;
         self.measure_tried.insert(due.clone(), now_ms);

@@ -39,6 +39,12 @@ impl FleetState {
             Report::JobEnded(report) => self.job_ended(report, now_ms),
             Report::MigrateReturned(report) => self.migrate_returned(report, now_ms),
             Report::Health(report) => self.health(report),
+            Report::Memory { host, free_bytes } => {
+                if let Some(entry) = self.hosts.get_mut(&host) {
+                    entry.free_bytes = Some(free_bytes);
+                }
+                Vec::new()
+            }
             Report::Lifecycle {
                 host,
                 vm_uuid,

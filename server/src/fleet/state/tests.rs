@@ -506,6 +506,7 @@ fn an_unchanged_tenant_view_is_not_sent_again() {
         project: "acme".into(),
         state: VmState::Running,
         latest_move: None,
+        scheduled: None,
     };
     assert!(fleet.tenant_view_changed(&view), "the first view goes out");
     assert!(

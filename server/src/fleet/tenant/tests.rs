@@ -104,7 +104,7 @@ fn a_hopeless_move_promises_no_pause() {
 
 #[test]
 fn nothing_of_the_fleet_reaches_a_tenant() {
-    let json = serde_json::to_string(&tenant_vm(&vm(), Some(&running())).unwrap()).unwrap();
+    let json = serde_json::to_string(&tenant_vm(&vm(), Some(&running()), None).unwrap()).unwrap();
     for secret in [
         "compute-07",
         "compute-09",
@@ -119,7 +119,7 @@ fn nothing_of_the_fleet_reaches_a_tenant() {
 fn a_vm_of_no_project_has_no_tenant_view() {
     let mut vm = vm();
     vm.project = None;
-    assert!(tenant_vm(&vm, None).is_none());
+    assert!(tenant_vm(&vm, None, None).is_none());
 }
 
 #[test]
