@@ -946,17 +946,9 @@ fn past_moves(history: &[Migration]) -> PastMoves {
         sent_bytes: completed
             .clone()
             .find_map(|m| m.final_stats.as_ref().and_then(|f| f.data_sent_bytes)),
-        xbzrle_helped: completed.clone().any(|m| {
-            m.settings
-                .as_ref()
-                .is_some_and(|s| s.capabilities.xbzrle_cache_bytes.is_some())
-        }) || history.iter().any(|m| {
-            m.last_sample
-                .as_ref()
-                .and_then(|s| s.xbzrle)
-                .and_then(|x| x.hit_rate_pct())
-                .is_some_and(|hit| hit >= 50)
-        }),
+        xbzrle_hit_pct: history
+            .iter()
+            .find_map(|m| m.last_sample.as_ref()?.xbzrle?.hit_rate_pct()),
     }
 }
 

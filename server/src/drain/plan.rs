@@ -87,9 +87,15 @@ pub struct VmFacts {
 pub struct PastMoves {
     /// Data its latest completed migration sent, bytes: what a first pass costs.
     pub sent_bytes: Option<u64>,
-    /// A migration of it completed with xbzrle, or xbzrle found most of its pages.
-    pub xbzrle_helped: bool,
+    /// The share of pages xbzrle found in its cache in its latest migration with xbzrle,
+    /// percent: whether it rewrites the same memory.
+    pub xbzrle_hit_pct: Option<u32>,
 }
+
+/// xbzrle that found at least this share of pages in its cache finishes the guest's move.
+const XBZRLE_HELPS_PCT: u32 = 50;
+/// xbzrle that found fewer is no help (the adaptive preset's own threshold).
+const XBZRLE_USELESS_PCT: u32 = 20;
 
 /// Everything the plan is made from.
 #[derive(Debug, Clone)]
@@ -225,35 +231,54 @@ pub fn outlook(
             Some(total_s),
         );
     }
-    if vm.past.xbzrle_helped && (adaptive || policy.apply_advice) {
+    let busy = format!("it {rate_words}, as fast as the link carries ({link_words})");
+    let hit = vm.past.xbzrle_hit_pct;
+    let rewrites = hit.is_some_and(|h| h >= XBZRLE_HELPS_PCT);
+    let useless = hit.is_some_and(|h| h < XBZRLE_USELESS_PCT);
+    // The adaptive preset starts a busy guest with xbzrle (unless it was no help last
+    // time) and allows post-copy when the drain does.
+    if adaptive && rewrites {
         return (
             Outlook::NeedsXbzrle,
             format!(
-                "it {rate_words}, as fast as the link carries ({link_words}), but rewrites the same memory: xbzrle sent its last move"
+                "{busy}, but rewrites the same memory: xbzrle found {} % of its pages last time",
+                hit.unwrap_or(0)
             ),
             Some(first_s.saturating_mul(3) / 2 + OVERHEAD_S),
         );
     }
     if adaptive && policy.allow_post_copy {
+        let how = if useless {
+            "xbzrle was no help last time"
+        } else {
+            "xbzrle first, which finishes it if it rewrites the same memory"
+        };
         return (
             Outlook::NeedsPostCopy,
-            format!(
-                "it {rate_words}, as fast as the link carries ({link_words}): pre-copy will not finish; xbzrle, if it rewrites the same memory, or else post-copy"
-            ),
-            // The first pass, a few passes to be sure, then the guest's memory again at
-            // most, fetched after it.
+            format!("{busy}: pre-copy alone will not finish; {how}, else post-copy"),
+            // The first pass, a few passes to be sure, then at most the guest's memory
+            // again, fetched after it.
             Some(first_s.saturating_mul(5) / 2 + OVERHEAD_S),
         );
     }
-    let why = if adaptive {
-        "post-copy is not allowed"
-    } else {
+    if adaptive && !useless {
+        return (
+            Outlook::NeedsXbzrle,
+            format!(
+                "{busy}: only xbzrle can finish it (post-copy is not allowed), if it rewrites the same memory; if not it stalls, is stopped before it wastes the window and tried again when quieter"
+            ),
+            Some(first_s.saturating_mul(3) / 2 + OVERHEAD_S),
+        );
+    }
+    let why = if !adaptive {
         "the preset neither adapts nor allows post-copy"
+    } else {
+        "xbzrle was no help last time and post-copy is not allowed"
     };
     (
         Outlook::LikelyToStall,
         format!(
-            "it {rate_words}, as fast as the link carries ({link_words}), and {why}: tried, stopped before it wastes the window, and tried again when it is quieter"
+            "{busy}, and {why}: tried, stopped before it wastes the window, and tried again when it is quieter"
         ),
         None,
     )

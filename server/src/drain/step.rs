@@ -202,7 +202,18 @@ fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut
         return;
     }
     let Some(id) = item.migration_id.clone() else {
-        // A start under way; the runner reports its outcome.
+        // A start under way; the runner reports its outcome. Once the fleet has the
+        // migration it is followed from there (the same id; after a restart, the runner's
+        // report is gone with the old process).
+        if let Some(found) = now
+            .vms
+            .get(&item.vm_uuid)
+            .and_then(|vm| vm.migrating.clone())
+        {
+            item.migration_ids.push(found.clone());
+            item.migration_id = Some(found);
+            return;
+        }
         let started = item.attempt.started_at_ms.unwrap_or(now.now_ms);
         if now.now_ms - started > START_TIMEOUT_S * 1000 {
             attempt_over(

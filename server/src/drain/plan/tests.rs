@@ -82,7 +82,7 @@ fn outlooks_follow_the_measured_rate_against_the_link() {
     let (busy, why, _) = outlook(&vm("b", 512, Some(100)), link, true, &policy);
     assert_eq!(busy, Outlook::NeedsPostCopy, "{why}");
     let mut rewrites = vm("x", 512, Some(100));
-    rewrites.past.xbzrle_helped = true;
+    rewrites.past.xbzrle_hit_pct = Some(80);
     assert_eq!(
         outlook(&rewrites, link, true, &policy).0,
         Outlook::NeedsXbzrle
@@ -91,10 +91,16 @@ fn outlooks_follow_the_measured_rate_against_the_link() {
         allow_post_copy: false,
         ..policy
     };
-    let (stall, why, time) = outlook(&vm("s", 512, Some(100)), link, true, &no_post_copy);
+    let (only_xbzrle, why, _) = outlook(&vm("s", 512, Some(100)), link, true, &no_post_copy);
+    assert_eq!(only_xbzrle, Outlook::NeedsXbzrle, "{why}");
+    let mut churns = vm("c", 512, Some(100));
+    churns.past.xbzrle_hit_pct = Some(3);
+    let (stall, why, time) = outlook(&churns, link, true, &no_post_copy);
     assert_eq!(stall, Outlook::LikelyToStall, "{why}");
     assert_eq!(time, None);
     assert!(why.contains("post-copy is not allowed"), "{why}");
+    let (stall, why, _) = outlook(&vm("n", 512, Some(100)), link, false, &policy);
+    assert_eq!(stall, Outlook::LikelyToStall, "{why}");
     let (unknown, why, _) = outlook(&vm("u", 512, None), link, true, &policy);
     assert_eq!(unknown, Outlook::Unknown, "{why}");
 }
@@ -118,7 +124,7 @@ fn heavy_vms_go_first_and_stalling_ones_last() {
         ],
         vec![host("a", 16), host("b", 16), host("c", 16)],
     );
-    i.policy.allow_post_copy = false;
+    i.adaptive = false;
     let drain = plan(&i).unwrap();
     let names: Vec<&str> = drain.items.iter().map(|i| i.vm_name.as_str()).collect();
     assert_eq!(names, ["big", "mid", "small", "busy"]);

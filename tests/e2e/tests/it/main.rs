@@ -7,6 +7,7 @@ mod audiences;
 mod cards;
 mod concurrency;
 mod control;
+mod drain;
 mod forecast;
 mod harness;
 mod login;
