@@ -260,6 +260,8 @@ pub struct AttemptState {
     pub advice_applied: bool,
     /// An abort was asked for in this attempt.
     pub abort_sent: bool,
+    /// Why the drain aborted this attempt (the words for the VM's reason after).
+    pub abort_reason: Option<String>,
     /// An operator skipped the VM while it migrated: once the attempt ends it is skipped.
     pub skip_requested: bool,
     /// While waiting: retry once a dirty-rate reading after `waiting_since_ms` is below
@@ -338,6 +340,13 @@ impl Drain {
     /// VMs that have moved.
     pub fn moved(&self) -> usize {
         self.count(ItemState::Moved)
+    }
+
+    /// Share of its VMs moved, percent (all of none: 100).
+    pub fn moved_pct(&self) -> usize {
+        (self.moved() * 100)
+            .checked_div(self.items.len())
+            .unwrap_or(100)
     }
 
     /// VMs in `state`.

@@ -21,6 +21,7 @@ use pages::history::HistoryPage;
 use pages::kiosk::KioskPage;
 use pages::kiosk_tokens::KioskTokensPage;
 use pages::login::LoginPage;
+use pages::maintenance::MaintenancePage;
 use pages::migration::MigrationPage;
 use pages::tenant::TenantPage;
 use route::Route;
@@ -99,6 +100,7 @@ fn signed_in_pages(auth: RwSignal<Auth>, route: ReadSignal<Route>) -> AnyView {
                         Route::Fleet | Route::Login | Route::Kiosk => view! { <FleetPage /> }.into_any(),
                         Route::KioskTokens => view! { <KioskTokensPage /> }.into_any(),
                         Route::History => view! { <HistoryPage /> }.into_any(),
+                        Route::Maintenance => view! { <MaintenancePage /> }.into_any(),
                         Route::Audit => view! { <AuditPage /> }.into_any(),
                         Route::Migration(id) => view! { <MigrationPage id=id /> }.into_any(),
                         Route::NotFound(path) => view! {

@@ -6,5 +6,6 @@ pub mod history;
 pub mod kiosk;
 pub mod kiosk_tokens;
 pub mod login;
+pub mod maintenance;
 pub mod migration;
 pub mod tenant;

@@ -21,6 +21,8 @@ pub enum Route {
     Kiosk,
     /// `/kiosk-tokens`: the links wall screens open (admins).
     KioskTokens,
+    /// `/maintenance`: host drains.
+    Maintenance,
     /// Anything else.
     NotFound(String),
 }
@@ -35,6 +37,7 @@ impl Route {
             "/audit" => Route::Audit,
             "/kiosk" => Route::Kiosk,
             "/kiosk-tokens" => Route::KioskTokens,
+            "/maintenance" => Route::Maintenance,
             other => match other.strip_prefix("/migrations/") {
                 Some(id) if !id.is_empty() && !id.contains('/') => Route::Migration(id.to_owned()),
                 _ => Route::NotFound(other.to_owned()),
@@ -51,6 +54,7 @@ impl Route {
             Route::Audit => "/audit".into(),
             Route::Kiosk => "/kiosk".into(),
             Route::KioskTokens => "/kiosk-tokens".into(),
+            Route::Maintenance => "/maintenance".into(),
             Route::Migration(id) => format!("/migrations/{id}"),
             Route::NotFound(path) => path.clone(),
         }

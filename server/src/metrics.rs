@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use converge_api::{DirtyRate, Host, HostState, Migration, MigrationState};
+use converge_api::{DirtyRate, Drain, Host, HostState, ItemState, Migration, MigrationState};
 use tokio::net::TcpListener;
 
 use crate::AppState;
@@ -63,6 +63,7 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
         let fleet = state.fleet.read();
         (fleet.hosts(), fleet.migrations(), fleet.dirty_rates())
     };
+    let drains = state.drains.active();
     let finished = match state.store.count_finished().await {
         Ok(counts) => counts,
         Err(err) => {
@@ -81,6 +82,7 @@ async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 hosts: &hosts,
                 migrations: &migrations,
                 dirty_rates: &dirty_rates,
+                drains: &drains,
             },
             &finished,
             now_ms,
@@ -110,6 +112,70 @@ pub struct Fleet<'a> {
     pub migrations: &'a [Migration],
     /// The VMs' latest dirty-rate readings: (VM name, host, reading).
     pub dirty_rates: &'a [(String, String, DirtyRate)],
+    /// Drains under way.
+    pub drains: &'a [Drain],
+}
+
+/// The drains under way: state, VMs by state, ETA.
+fn render_drains(out: &mut String, drains: &[Drain], now_ms: i64) {
+    family(
+        out,
+        "converge_drain_info",
+        "gauge",
+        "1 per drain under way, labelled with its hosts and state.",
+    );
+    for d in drains {
+        let hosts = d.hosts.join(",");
+        sample(
+            out,
+            "converge_drain_info",
+            &[
+                ("drain", &d.id),
+                ("hosts", &hosts),
+                ("state", d.state.wire_name()),
+            ],
+            1,
+        );
+    }
+    family(
+        out,
+        "converge_drain_vms",
+        "gauge",
+        "VMs of a drain under way, by where they stand (pending, migrating, waiting, moved, left, skipped).",
+    );
+    for d in drains {
+        for state in [
+            ItemState::Pending,
+            ItemState::Migrating,
+            ItemState::Waiting,
+            ItemState::Moved,
+            ItemState::Left,
+            ItemState::Skipped,
+        ] {
+            sample(
+                out,
+                "converge_drain_vms",
+                &[("drain", &d.id), ("state", state.wire_name())],
+                d.count(state),
+            );
+        }
+    }
+    family(
+        out,
+        "converge_drain_eta_seconds",
+        "gauge",
+        "Seconds until a drain under way is expected to be over (absent when some VM is not expected to finish).",
+    );
+    for d in drains {
+        if let Some(at) = d.eta_at_ms {
+            sample(
+                out,
+                "converge_drain_eta_seconds",
+                &[("drain", &d.id)],
+                ((at - now_ms) / 1000).max(0),
+            );
+        }
+    }
 }
 
 /// The exposition text for the fleet and counts of finished migrations by state.
@@ -118,6 +184,7 @@ pub fn render(fleet: &Fleet<'_>, finished: &[(String, u64)], now_ms: i64) -> Str
         hosts,
         migrations,
         dirty_rates,
+        drains,
     } = *fleet;
     let mut out = String::new();
 
@@ -160,6 +227,23 @@ pub fn render(fleet: &Fleet<'_>, finished: &[(String, u64)], now_ms: i64) -> Str
             h.vm_count,
         );
     }
+
+    family(
+        &mut out,
+        "converge_host_draining",
+        "gauge",
+        "1 while a drain empties the host (nothing moves into it).",
+    );
+    for h in hosts {
+        let draining = u8::from(h.draining.is_some());
+        sample(
+            &mut out,
+            "converge_host_draining",
+            &[("host", &h.name)],
+            draining,
+        );
+    }
+    render_drains(&mut out, drains, now_ms);
 
     family(
         &mut out,

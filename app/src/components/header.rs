@@ -33,6 +33,7 @@ pub fn Header(
                 } else {
                     view! {
                         <a href="/" on:click=route::link(Route::Fleet)>"Fleet"</a>
+                        <a href="/maintenance" on:click=route::link(Route::Maintenance)>"Maintenance"</a>
                         <a href="/history" on:click=route::link(Route::History)>"History"</a>
                     }.into_any()
                 }}

@@ -98,6 +98,7 @@ fn Hosts(live: Live) -> impl IntoView {
                         <span class="host-state">{state}</span>
                         <span class="muted">{format!("{} VMs", h.vm_count)}</span>
                         {h.libvirt_version.map(|v| view! { <span class="muted">"libvirt " {v}</span> })}
+                        {h.draining.map(|d| view! { <span class="host-draining" data-testid="draining" title=format!("drain {d}: nothing moves into it")>"draining"</span> })}
                         {h.degraded.or(h.error).map(|e| { let title = e.clone(); view! { <span class="host-error" title=title>{e}</span> } })}
                     </li>
                 }

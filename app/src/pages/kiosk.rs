@@ -202,6 +202,7 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
             <span class="kiosk-clock">{move || format::time_of_day(now.get())}</span>
         </header>
         <Offline since=offline_since />
+        <Drains live=live />
         {move || {
             let tiles = active();
             if tiles.is_empty() {
@@ -214,6 +215,37 @@ fn Board(offline_since: RwSignal<Option<i64>>) -> impl IntoView {
                 }.into_any()
             }
         }}
+    }
+}
+
+/// A progress bar per drain under way: VMs moved of all, the ETA, and how many need
+/// attention.
+#[component]
+fn Drains(live: Live) -> impl IntoView {
+    move || {
+        live.drains
+            .get()
+            .into_iter()
+            .filter(|d| d.state.is_active())
+            .map(|d| {
+                let (moved, total, attention) = (d.moved(), d.items.len(), d.needing_attention());
+                let pct = d.moved_pct();
+                view! {
+                    <section class="kiosk-drain" data-testid="kiosk-drain">
+                        <div class="tile-head">
+                            <span class="tile-vm">{format!("Draining {}", d.hosts.join(", "))}</span>
+                            <span class="tile-why">{d.state.wire_name()}</span>
+                        </div>
+                        <div class="progress"><div class="bar" style=format!("width: {pct}%")></div></div>
+                        <div class="tile-figures">
+                            <span data-testid="kiosk-drain-moved"><b>{format!("{moved}/{total}")}</b> " VMs moved"</span>
+                            {d.eta_at_ms.map(|at| view! { <span><b>{format::time_of_day(at)}</b> " expected done"</span> })}
+                            {(attention > 0).then(|| view! { <span class="warn"><b>{attention}</b> " need attention"</span> })}
+                        </div>
+                    </section>
+                }
+            })
+            .collect_view()
     }
 }
 

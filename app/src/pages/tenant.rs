@@ -107,6 +107,7 @@ fn VmStatus(vm: TenantVm) -> impl IntoView {
                 <span class="muted">{vm.project}</span>
                 <span class="badge">{state}</span>
             </header>
+            {vm.scheduled.map(|s| view! { <p class="notice" data-testid="scheduled">{s}</p> })}
             {match vm.latest_move {
                 Some(m) => view! { <Move m=m /> }.into_any(),
                 None => view! { <p class="muted">"Not moved recently."</p> }.into_any(),

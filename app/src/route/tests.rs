@@ -12,6 +12,7 @@ fn every_route() -> Vec<Route> {
         Route::Audit,
         Route::Kiosk,
         Route::KioskTokens,
+        Route::Maintenance,
         Route::NotFound("/no-such-page".into()),
     ]
 }

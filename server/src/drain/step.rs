@@ -265,7 +265,11 @@ fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut
             moved(item, vm.host.clone(), now.now_ms);
             return;
         }
-        let why = m.error.unwrap_or_else(|| m.state.wire_name().to_owned());
+        // The drain's own reason for an abort it asked for says more than "aborted".
+        let why = match (m.state, item.attempt.abort_reason.take()) {
+            (MigrationState::Aborted, Some(reason)) => reason,
+            _ => m.error.unwrap_or_else(|| m.state.wire_name().to_owned()),
+        };
         attempt_over(
             item,
             now,
@@ -354,6 +358,7 @@ fn abort_once(item: &mut DrainItem, id: &str, reason: String, commands: &mut Vec
         return;
     }
     item.attempt.abort_sent = true;
+    item.attempt.abort_reason = Some(reason.trim_start_matches("drain: ").to_owned());
     commands.push(Command::Abort {
         migration_id: id.to_owned(),
         vm_uuid: item.vm_uuid.clone(),

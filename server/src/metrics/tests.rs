@@ -169,6 +169,7 @@ fn the_fleet_and_its_running_migrations_are_exposed() {
         hosts: &hosts,
         migrations: &migrations,
         dirty_rates: &dirty_rates,
+        drains: &[],
     };
     let text = render(&fleet, &finished, NOW);
     let s = parse(&text);
@@ -260,6 +261,7 @@ fn an_empty_fleet_still_declares_every_family() {
         hosts: &[],
         migrations: &[],
         dirty_rates: &[],
+        drains: &[],
     };
     let text = render(&empty, &[], NOW);
     let s = parse(&text);
@@ -284,4 +286,57 @@ fn only_the_token_with_the_configured_hash_is_let_in() {
     assert!(!token_matches("", abc));
     assert!(!token_matches("abc", &abc[..63]));
     assert!(!token_matches("abc", &abc.to_uppercase()));
+}
+
+#[test]
+fn a_drain_shows_its_state_its_vms_by_state_and_its_eta() {
+    let item = |name: &str, state: &str| {
+        serde_json::json!({
+            "vm_uuid": format!("u-{name}"), "vm_name": name, "source": "a", "destination": "b",
+            "memory_bytes": 1u64 << 29, "dirty_rate": null, "outlook": "converges",
+            "outlook_reason": "", "predicted_s": 20, "predicted_start_s": 0, "state": state,
+            "attempts": 1, "migration_id": null, "migration_ids": [], "reason": null,
+            "ended_at_ms": null, "expected_at_ms": null,
+        })
+    };
+    let drain: converge_api::Drain = serde_json::from_value(serde_json::json!({
+        "id": "d1", "hosts": ["a"], "destinations": ["b"], "state": "running",
+        "created_by": "ada", "created_at_ms": NOW - 60_000, "ended_at_ms": null,
+        "deadline_ms": NOW + 3_600_000, "preset": "converge",
+        "limits": {}, "policy": {},
+        "items": [item("v1", "moved"), item("v2", "moved"), item("v3", "waiting"), item("v4", "pending")],
+        "predicted_total_s": 120, "eta_at_ms": NOW + 90_000, "warnings": [], "rooms": [],
+        "link_mib_s": 32, "link_basis": "the drain's bandwidth limit",
+    }))
+    .unwrap();
+    let mut draining = host("a", HostState::Connected, 4);
+    draining.draining = Some("d1".into());
+    let hosts = [draining, host("b", HostState::Connected, 0)];
+    let fleet = Fleet {
+        hosts: &hosts,
+        migrations: &[],
+        dirty_rates: &[],
+        drains: std::slice::from_ref(&drain),
+    };
+    let s = parse(&render(&fleet, &[], NOW));
+    let host_label = |h: &str| vec![("host".to_owned(), h.to_owned())];
+    assert_eq!(get(&s, "converge_host_draining", host_label("a")), 1.0);
+    assert_eq!(get(&s, "converge_host_draining", host_label("b")), 0.0);
+    let info = vec![
+        ("drain".to_owned(), "d1".to_owned()),
+        ("hosts".to_owned(), "a".to_owned()),
+        ("state".to_owned(), "running".to_owned()),
+    ];
+    assert_eq!(get(&s, "converge_drain_info", info), 1.0);
+    let vms = |state: &str| {
+        vec![
+            ("drain".to_owned(), "d1".to_owned()),
+            ("state".to_owned(), state.to_owned()),
+        ]
+    };
+    assert_eq!(get(&s, "converge_drain_vms", vms("moved")), 2.0);
+    assert_eq!(get(&s, "converge_drain_vms", vms("waiting")), 1.0);
+    assert_eq!(get(&s, "converge_drain_vms", vms("left")), 0.0);
+    let eta = vec![("drain".to_owned(), "d1".to_owned())];
+    assert_eq!(get(&s, "converge_drain_eta_seconds", eta), 90.0);
 }

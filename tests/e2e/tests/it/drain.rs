@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use converge_e2e::browser::Browser;
 use converge_e2e::client::Client;
 use converge_e2e::fleet::{link_outrun_by, vm_uuid, wait_dirty_rate};
 use converge_e2e::server::{ADMIN_PASSWORD, TestServer, config_text, password_hash};
@@ -186,10 +187,42 @@ projects = ["blue"]
     assert!(plan["id"] == "", "a dry run starts nothing");
     assert!(admin.get("/api/hosts").await[0]["draining"].is_null());
 
-    request["dry_run"] = json!(false);
-    let (status, started) = admin.post("/api/drains", request.clone()).await;
-    assert_eq!(status, 201, "{started}");
+    // Started as an operator does it: on the maintenance page, from the plan it shows.
+    let browser = Browser::start(&server.url).await;
+    browser.goto("/maintenance").await;
+    browser.fill("input[name=username]", "admin").await;
+    browser.fill("input[name=password]", ADMIN_PASSWORD).await;
+    browser.click("form.login-card button[type=submit]").await;
+    browser.wait_for_path("/maintenance").await;
+    browser.click("input[data-host=a]").await;
+    browser.click("input[data-dest=b]").await;
+    browser.click("input[data-dest=c]").await;
+    for (field, value) in [
+        ("window", "2".to_owned()),
+        ("per-source", "2".into()),
+        ("per-destination", "2".into()),
+        ("total", "2".into()),
+        ("bandwidth", link.to_string()),
+    ] {
+        browser
+            .fill(&format!("input[data-testid={field}]"), &value)
+            .await;
+    }
+    browser.click("input[data-testid=allow-post-copy]").await;
+    browser.click("button[data-testid=preview]").await;
+    browser.wait_for_text("[data-testid=plan]", "d-fresh").await;
+    let shot = browser.screenshot("maintenance-plan").await;
+    println!("screenshot: {}", shot.display());
+    browser.click("button[data-testid=start-drain]").await;
+    browser
+        .wait_for_text("[data-testid=drain-state]", "running")
+        .await;
+    let drains = admin.get("/api/drains").await;
+    let started = drains[0].clone();
     let id = started["id"].as_str().unwrap().to_owned();
+    assert_eq!(started["policy"]["allow_post_copy"], false, "{started}");
+    assert_eq!(started["limits"]["bandwidth_mib_s"], link, "{started}");
+    request["dry_run"] = json!(false);
     let hosts = admin.get("/api/hosts").await;
     assert_eq!(hosts[0]["name"], "a");
     assert_eq!(hosts[0]["draining"], id.as_str(), "{hosts}");
@@ -220,6 +253,21 @@ projects = ["blue"]
             "a tenant was shown {secret}: {tenant_text}"
         );
     }
+
+    // The page follows it live; the wall board shows its progress.
+    browser.wait_for_text("[data-testid=queue]", "moving").await;
+    let shot = browser.screenshot("maintenance-drain").await;
+    println!("screenshot: {}", shot.display());
+    browser.click("button.sign-out").await;
+    browser.fill("input[name=username]", "kiosk").await;
+    browser.fill("input[name=password]", ADMIN_PASSWORD).await;
+    browser.click("form.login-card button[type=submit]").await;
+    browser
+        .wait_for_text("[data-testid=kiosk-drain-moved]", "/4")
+        .await;
+    let shot = browser.screenshot("kiosk-drain").await;
+    println!("screenshot: {}", shot.display());
+    browser.close().await;
 
     // Once an idle guest has landed, moving it back into the draining host is refused.
     let moved = wait_drain(
