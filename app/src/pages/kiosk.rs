@@ -236,7 +236,7 @@ fn Drains(live: Live) -> impl IntoView {
                             <span class="tile-vm">{format!("Draining {}", d.hosts.join(", "))}</span>
                             <span class="tile-why">{d.state.wire_name()}</span>
                         </div>
-                        <div class="progress"><div class="bar" style=format!("width: {pct}%")></div></div>
+                        <progress class="drain-progress" max="100" value=pct.to_string()></progress>
                         <div class="tile-figures">
                             <span data-testid="kiosk-drain-moved"><b>{format!("{moved}/{total}")}</b> " VMs moved"</span>
                             {d.eta_at_ms.map(|at| view! { <span><b>{format::time_of_day(at)}</b> " expected done"</span> })}

@@ -150,9 +150,9 @@ projects = ["blue"]
     let mut request = json!({
         "hosts": ["a"],
         "destinations": ["b", "c"],
-        "window_minutes": 2,
+        "window_minutes": 3,
         "limits": { "per_source": 2, "per_destination": 2, "total": 2, "bandwidth_mib_s": link },
-        "policy": { "allow_post_copy": false, "max_tries": 2, "apply_advice": true },
+        "policy": { "allow_post_copy": false, "max_tries": 1, "apply_advice": true },
         "dry_run": true,
     });
     let (status, plan) = admin.post("/api/drains", request.clone()).await;
@@ -194,11 +194,12 @@ projects = ["blue"]
     browser.fill("input[name=password]", ADMIN_PASSWORD).await;
     browser.click("form.login-card button[type=submit]").await;
     browser.wait_for_path("/maintenance").await;
-    browser.click("input[data-host=a]").await;
-    browser.click("input[data-dest=b]").await;
-    browser.click("input[data-dest=c]").await;
+    browser.click("input[data-pick=host][value=a]").await;
+    browser.click("input[data-pick=dest][value=b]").await;
+    browser.click("input[data-pick=dest][value=c]").await;
     for (field, value) in [
-        ("window", "2".to_owned()),
+        ("window", "3".to_owned()),
+        ("tries", "1".into()),
         ("per-source", "2".into()),
         ("per-destination", "2".into()),
         ("total", "2".into()),
@@ -215,7 +216,7 @@ projects = ["blue"]
     println!("screenshot: {}", shot.display());
     browser.click("button[data-testid=start-drain]").await;
     browser
-        .wait_for_text("[data-testid=drain-state]", "running")
+        .wait_for_text("[data-testid=drain-state]", "RUNNING")
         .await;
     let drains = admin.get("/api/drains").await;
     let started = drains[0].clone();
