@@ -225,6 +225,7 @@ pub struct DrainItem {
     /// Predicted length of its move, s (none when it is not expected to finish).
     pub predicted_s: Option<u64>,
     /// When the plan expects it to start, s after the drain's start.
+    #[cfg(not(target_arch = "wasm32"))]
     pub predicted_start_s: Option<u64>,
     /// Where it stands.
     pub state: ItemState,
@@ -237,6 +238,7 @@ pub struct DrainItem {
     /// Why it waits, was left or skipped; what needs attention.
     pub reason: Option<String>,
     /// When it reached its final state (unix ms).
+    #[cfg(not(target_arch = "wasm32"))]
     pub ended_at_ms: Option<i64>,
     /// When its move is expected to start, while it waits (unix ms, to 10 s).
     pub expected_at_ms: Option<i64>,
@@ -271,7 +273,9 @@ pub struct AttemptState {
     pub waiting_since_ms: Option<i64>,
 }
 
-/// A destination's room as the plan counted it.
+/// A destination's room as the plan counted it (not in the dashboard's build: it shows
+/// the plan's warnings instead).
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct HostRoom {
@@ -292,6 +296,9 @@ pub struct HostRoom {
 }
 
 /// A drain: its plan and, once started, its progress.
+///
+/// The dashboard (the only wasm32 build) reads what its pages show; the rest is for the API
+/// and the server, and left out of its build, where every decoded field costs bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "mini", derive(miniserde::Serialize, miniserde::Deserialize))]
 pub struct Drain {
@@ -312,10 +319,13 @@ pub struct Drain {
     /// When it must be over (unix ms).
     pub deadline_ms: i64,
     /// The preset its migrations start from.
+    #[cfg(not(target_arch = "wasm32"))]
     pub preset: String,
     /// Its limits.
+    #[cfg(not(target_arch = "wasm32"))]
     pub limits: DrainLimits,
     /// Its policy.
+    #[cfg(not(target_arch = "wasm32"))]
     pub policy: DrainPolicy,
     /// Every VM, in the order they go.
     pub items: Vec<DrainItem>,
@@ -328,6 +338,7 @@ pub struct Drain {
     /// The plan's warnings: a destination without room, a window too short.
     pub warnings: Vec<String>,
     /// The destinations' room as the plan counted it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub rooms: Vec<HostRoom>,
     /// The link speed the plan assumed per migration, MiB/s, and how it was known.
     pub link_mib_s: u64,

@@ -80,10 +80,10 @@ mod tenant;
 pub use audit::AuditEntry;
 pub use auth::{ErrorBody, Health, LoginRequest, Me, Role};
 #[cfg(not(target_arch = "wasm32"))]
-pub use drain::AttemptState;
+pub use drain::{AttemptState, HostRoom};
 pub use drain::{
-    Drain, DrainItem, DrainLimits, DrainPolicy, DrainRequest, DrainState, DrainUpdate, HostRoom,
-    ItemAction, ItemCommand, ItemState, Outlook, Placement,
+    Drain, DrainItem, DrainLimits, DrainPolicy, DrainRequest, DrainState, DrainUpdate, ItemAction,
+    ItemCommand, ItemState, Outlook, Placement,
 };
 pub use events::{HostUpdate, LiveEvent, MigrationUpdate, Resync, VmsUpdate, names};
 pub use fleet::{DirtyRate, Host, HostState, Vm, VmState};
