@@ -145,9 +145,8 @@ pub fn step(drain: &mut Drain, now: &Snapshot) -> Vec<Command> {
     if !drain.state.is_active() {
         return commands;
     }
-    let link = drain.link_mib_s.saturating_mul(MIB);
     for i in 0..drain.items.len() {
-        follow(drain, i, now, link, &mut commands);
+        follow(drain, i, now, &mut commands);
     }
     for item in &mut drain.items {
         if item.state == ItemState::Waiting && quiet_again(item, now) {
@@ -193,10 +192,10 @@ pub fn step(drain: &mut Drain, now: &Snapshot) -> Vec<Command> {
 }
 
 /// Follows item `i`'s migration, if it has one running.
-fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut Vec<Command>) {
-    let cancelling = drain.state == DrainState::Cancelling;
+fn follow(drain: &mut Drain, i: usize, now: &Snapshot, commands: &mut Vec<Command>) {
+    let rules = Rules::of(drain);
+    let cancelling = rules.cancelling;
     let policy = drain.policy;
-    let deadline_ms = drain.deadline_ms;
     let item = &mut drain.items[i];
     if item.state != ItemState::Migrating {
         return;
@@ -216,16 +215,7 @@ fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut
         }
         let started = item.attempt.started_at_ms.unwrap_or(now.now_ms);
         if now.now_ms - started > START_TIMEOUT_S * 1000 {
-            attempt_over(
-                item,
-                now,
-                link,
-                policy.max_tries,
-                deadline_ms,
-                cancelling,
-                "the start did not answer",
-                commands,
-            );
+            attempt_over(item, now, &rules, "the start did not answer", commands);
         }
         return;
     };
@@ -240,10 +230,7 @@ fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut
                 _ => attempt_over(
                     item,
                     now,
-                    link,
-                    policy.max_tries,
-                    deadline_ms,
-                    cancelling,
+                    &rules,
                     "its migration's record was lost",
                     commands,
                 ),
@@ -270,16 +257,7 @@ fn follow(drain: &mut Drain, i: usize, now: &Snapshot, link: u64, commands: &mut
             (MigrationState::Aborted, Some(reason)) => reason,
             _ => m.error.unwrap_or_else(|| m.state.wire_name().to_owned()),
         };
-        attempt_over(
-            item,
-            now,
-            link,
-            policy.max_tries,
-            deadline_ms,
-            cancelling,
-            &why,
-            commands,
-        );
+        attempt_over(item, now, &rules, &why, commands);
         return;
     }
     // Running.
@@ -381,19 +359,42 @@ fn leave(item: &mut DrainItem, now_ms: i64, reason: String) {
     item.expected_at_ms = None;
 }
 
-/// An attempt ended without moving the VM: wait for a quieter spell and try again, or
-/// leave it on its host with the reason.
-#[allow(clippy::too_many_arguments)]
-fn attempt_over(
-    item: &mut DrainItem,
-    now: &Snapshot,
+/// What decides the fate of an attempt that ended without moving its VM.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    /// The link per migration, bytes/s.
     link: u64,
     max_tries: u32,
     deadline_ms: i64,
     cancelling: bool,
+}
+
+impl Rules {
+    fn of(drain: &Drain) -> Self {
+        Self {
+            link: drain.link_mib_s.saturating_mul(MIB),
+            max_tries: drain.policy.max_tries,
+            deadline_ms: drain.deadline_ms,
+            cancelling: drain.state == DrainState::Cancelling,
+        }
+    }
+}
+
+/// An attempt ended without moving the VM: wait for a quieter spell and try again, or
+/// leave it on its host with the reason.
+fn attempt_over(
+    item: &mut DrainItem,
+    now: &Snapshot,
+    rules: &Rules,
     why: &str,
     commands: &mut Vec<Command>,
 ) {
+    let Rules {
+        link,
+        max_tries,
+        deadline_ms,
+        cancelling,
+    } = *rules;
     let source = item.source.clone();
     let tries = item.attempts;
     item.migration_id = None;
@@ -607,9 +608,8 @@ pub fn started(
     outcome: Result<String, (String, bool)>,
     now: &Snapshot,
 ) -> Vec<Command> {
-    let link = drain.link_mib_s.saturating_mul(MIB);
-    let (max_tries, deadline_ms) = (drain.policy.max_tries, drain.deadline_ms);
-    let cancelling = drain.state == DrainState::Cancelling;
+    let rules = Rules::of(drain);
+    let cancelling = rules.cancelling;
     let mut commands = Vec::new();
     let Some(item) = drain.items.iter_mut().find(|i| {
         i.vm_uuid == vm_uuid && i.state == ItemState::Migrating && i.migration_id.is_none()
@@ -631,10 +631,7 @@ pub fn started(
         Err((why, false)) => attempt_over(
             item,
             now,
-            link,
-            max_tries,
-            deadline_ms,
-            cancelling,
+            &rules,
             &format!("did not start: {why}"),
             &mut commands,
         ),
