@@ -411,6 +411,27 @@ pub fn plan(input: &PlanInput) -> Result<Drain, PlanError> {
         }
     }
 
+    // A destination that gets nothing because it is too full says so.
+    let smallest = items
+        .iter()
+        .filter(|i| i.state == ItemState::Pending || i.destination.is_some())
+        .map(|i| i.memory_bytes)
+        .min();
+    for room in rooms.values() {
+        if let Some(smallest) = smallest
+            && room.planned_bytes == 0
+            && room.room_bytes < smallest
+        {
+            warnings.push(format!(
+                "{} receives nothing: {} of room ({}), and the smallest VM needs {}",
+                room.host,
+                size(room.room_bytes),
+                room_words(room),
+                size(smallest)
+            ));
+        }
+    }
+
     let total = simulate(&mut items, &input.limits);
     let finishing = items
         .iter()

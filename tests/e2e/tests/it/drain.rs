@@ -481,6 +481,11 @@ async fn placement_pause_resume_and_cancel_do_what_they_say() {
         .find(|r| r["host"] == "c")
         .unwrap();
     assert_eq!(c_room["guest_limit_bytes"], 400u64 << 20, "{c_room}");
+    let warnings = plan["warnings"].to_string();
+    assert!(
+        warnings.contains("c receives nothing: 400 MiB of room"),
+        "the plan says why: {warnings}"
+    );
     // Placed on c by hand: refused with the numbers, and nothing starts.
     let (status, refused) = otto
         .post(
