@@ -98,6 +98,8 @@ pub struct Drains {
 struct Inner {
     /// Drains that are not over, by id.
     active: Mutex<BTreeMap<String, Drain>>,
+    /// Hosts of drains being created (not yet on disk).
+    claimed: Mutex<HashSet<String>>,
     fleet: Fleet,
     executor: Executor,
     store: Store,
@@ -128,6 +130,7 @@ impl Drains {
         Ok(Self {
             inner: Arc::new(Inner {
                 active: Mutex::new(unfinished.into_iter().map(|d| (d.id.clone(), d)).collect()),
+                claimed: Mutex::new(HashSet::new()),
                 fleet,
                 executor,
                 store,
@@ -181,35 +184,52 @@ impl Drains {
                 (drain.deadline_ms - drain.created_at_ms) / 60_000,
                 drain.preset
             ));
-        {
-            // Two requests for one host at once: the first to get here holds it.
+        let now = self.now_ms();
+        let audit_id = self
+            .inner
+            .store
+            .audit_begin(now, &entry)
+            .await
+            .map_err(DrainError::NotRecorded)?;
+        let finish = |result: String| async move {
+            if let Err(err) = self.inner.store.audit_finish(audit_id, &result).await {
+                tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
+            }
+        };
+        // Two requests for one host at once: the first to get here holds it. It is held
+        // (in `claimed`) until it is on disk and among the drains that run.
+        let clash = {
             let active = self.lock();
-            if let Some(other) = active
+            let mut claimed = self.claims();
+            let taken = active
                 .values()
-                .find(|d| d.hosts.iter().any(|h| drain.hosts.contains(h)))
-            {
-                return Err(DrainError::Conflict(format!(
-                    "drain {} already empties {}",
-                    other.id,
-                    other.hosts.join(", ")
-                )));
+                .flat_map(|d| d.hosts.iter())
+                .chain(claimed.iter())
+                .find(|h| drain.hosts.contains(h))
+                .cloned();
+            if taken.is_none() {
+                claimed.extend(drain.hosts.iter().cloned());
+            }
+            taken
+        };
+        if let Some(host) = clash {
+            let err = DrainError::Conflict(format!("host {host} is already being drained"));
+            finish(format!("refused: {err}")).await;
+            return Err(err);
+        }
+        let saved = self.inner.store.save_drain(&drain).await;
+        {
+            let mut claimed = self.claims();
+            claimed.retain(|h| !drain.hosts.contains(h));
+            if saved.is_ok() {
+                self.lock().insert(drain.id.clone(), drain.clone());
             }
         }
-        let now = self.now_ms();
-        self.inner
-            .store
-            .save_drain(&drain)
-            .await
-            .map_err(DrainError::NotRecorded)?;
-        self.inner
-            .store
-            .audit_record(now, &entry, "ok")
-            .await
-            .map_err(DrainError::NotRecorded)?;
-        {
-            let mut active = self.lock();
-            active.insert(drain.id.clone(), drain.clone());
+        if let Err(err) = saved {
+            finish("failed: the drain could not be written".into()).await;
+            return Err(DrainError::NotRecorded(err));
         }
+        finish("ok".into()).await;
         let (hosts, id) = (drain.hosts.clone(), drain.id.clone());
         self.inner
             .fleet
@@ -229,12 +249,13 @@ impl Drains {
     ) -> Result<Drain, DrainError> {
         let entry = NewEntry::request(&by.username, by.client_addr, control.name())
             .with_details(format!("drain {id}"));
-        let now = self.now_ms();
-        let changed = self.change(id, |d| {
-            step::control(d, control.target(), now).map(|()| Vec::new())
-        });
-        self.audit(now, &entry, &changed).await?;
-        let (drain, _) = changed?;
+        let (drain, _) = self
+            .audited(
+                &entry,
+                |d, now| step::control(d, control.target(), now).map(|()| Vec::new()),
+                id,
+            )
+            .await?;
         self.inner.wake.notify_one();
         Ok(drain)
     }
@@ -259,13 +280,16 @@ impl Drains {
         let mut entry = NewEntry::request(&by.username, by.client_addr, name)
             .with_details(format!("drain {id}, VM {vm_uuid}"));
         entry.vm = vm_name;
-        let now = self.now_ms();
-        let changed = self.change(id, |d| match action {
-            ItemAction::Skip => step::skip(d, vm_uuid, now),
-            ItemAction::Forward => step::forward(d, vm_uuid).map(|()| Vec::new()),
-        });
-        self.audit(now, &entry, &changed).await?;
-        let (drain, commands) = changed?;
+        let (drain, commands) = self
+            .audited(
+                &entry,
+                |d, now| match action {
+                    ItemAction::Skip => step::skip(d, vm_uuid, now),
+                    ItemAction::Forward => step::forward(d, vm_uuid).map(|()| Vec::new()),
+                },
+                id,
+            )
+            .await?;
         self.carry_out(&drain, commands);
         self.inner.wake.notify_one();
         Ok(drain)
@@ -290,26 +314,35 @@ impl Drains {
     /// Audits a request with its outcome, and saves and publishes the drain it changed;
     /// an audit row that cannot be written fails the request (the change stays: it was
     /// made in memory and is saved with the drain).
-    async fn audit(
+    /// Applies `f` to active drain `id` as a request: its audit row is written first
+    /// (nothing changes if it cannot be), completed with the outcome, refusals too; the
+    /// drain it changed is saved and published.
+    async fn audited(
         &self,
-        now: i64,
         entry: &NewEntry,
-        changed: &Result<(Drain, Vec<Command>), DrainError>,
-    ) -> Result<(), DrainError> {
-        let result = match changed {
+        f: impl FnOnce(&mut Drain, i64) -> Result<Vec<Command>, String>,
+        id: &str,
+    ) -> Result<(Drain, Vec<Command>), DrainError> {
+        let now = self.now_ms();
+        let audit_id = self
+            .inner
+            .store
+            .audit_begin(now, entry)
+            .await
+            .map_err(DrainError::NotRecorded)?;
+        let changed = self.change(id, |d| f(d, now));
+        let result = match &changed {
             Ok(_) => "ok".to_owned(),
             Err(err) => format!("refused: {err}"),
         };
-        if let Ok((drain, _)) = changed {
+        if let Err(err) = self.inner.store.audit_finish(audit_id, &result).await {
+            tracing::error!(audit_id, error = %err, "cannot complete an audit entry");
+        }
+        if let Ok((drain, _)) = &changed {
             self.save(drain).await;
             self.publish(drain);
         }
-        self.inner
-            .store
-            .audit_record(now, entry, &result)
-            .await
-            .map(|_| ())
-            .map_err(DrainError::NotRecorded)
+        changed
     }
 
     async fn save(&self, drain: &Drain) {
@@ -336,6 +369,13 @@ impl Drains {
 
     fn now_ms(&self) -> i64 {
         unix_ms_now(&*self.inner.fleet.clock)
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Drain>> {

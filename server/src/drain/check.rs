@@ -55,6 +55,57 @@ impl Drains {
 
     fn check(&self, request: &DrainRequest) -> Result<Checked, DrainError> {
         let invalid = |why: String| Err(DrainError::Invalid(why));
+        // The request's own values first (422), then what they name against the fleet.
+        let window_min = request.window_minutes.unwrap_or(DEFAULT_WINDOW_MIN);
+        if !(1..=MAX_WINDOW_MIN).contains(&window_min) {
+            return invalid(format!(
+                "window_minutes: give 1 to {MAX_WINDOW_MIN} (a week)"
+            ));
+        }
+        let limits = request.limits.unwrap_or_default();
+        for (field, value) in [
+            ("per_source", limits.per_source),
+            ("per_destination", limits.per_destination),
+            ("total", limits.total),
+        ] {
+            if !(1..=MAX_CONCURRENCY).contains(&value) {
+                return invalid(format!("limits.{field}: give 1 to {MAX_CONCURRENCY}"));
+            }
+        }
+        for (field, value) in [
+            ("bandwidth_mib_s", limits.bandwidth_mib_s),
+            ("link_budget_mib_s", limits.link_budget_mib_s),
+        ] {
+            if value.is_some_and(|v| !(1..=MAX_BANDWIDTH_MIB_S).contains(&v)) {
+                return invalid(format!(
+                    "limits.{field}: give 1 to {MAX_BANDWIDTH_MIB_S} MiB/s, or leave it out"
+                ));
+            }
+        }
+        let policy = request.policy.unwrap_or_default();
+        if !(1..=MAX_TRIES).contains(&policy.max_tries) {
+            return invalid(format!("policy.max_tries: give 1 to {MAX_TRIES}"));
+        }
+        if policy
+            .attempt_max_s
+            .is_some_and(|s| !(30..=window_min * 60).contains(&s))
+        {
+            return invalid(format!(
+                "policy.attempt_max_s: give 30 s to the window ({} s), or leave it out",
+                window_min * 60
+            ));
+        }
+        let preset_name = request
+            .preset
+            .clone()
+            .unwrap_or_else(|| self.inner.default_preset.clone());
+        let Some(preset) = self.inner.presets.iter().find(|p| p.name == preset_name) else {
+            let names: Vec<&str> = self.inner.presets.iter().map(|p| p.name.as_str()).collect();
+            return invalid(format!(
+                "no preset called \"{preset_name}\"; presets are: {}",
+                names.join(", ")
+            ));
+        };
         let fleet = self.inner.fleet.read();
         let hosts = fleet.hosts();
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -131,56 +182,6 @@ impl Drains {
                 "no destination: no other host is connected and free of drains".into(),
             ));
         }
-        let window_min = request.window_minutes.unwrap_or(DEFAULT_WINDOW_MIN);
-        if !(1..=MAX_WINDOW_MIN).contains(&window_min) {
-            return invalid(format!(
-                "window_minutes: give 1 to {MAX_WINDOW_MIN} (a week)"
-            ));
-        }
-        let limits = request.limits.unwrap_or_default();
-        for (field, value) in [
-            ("per_source", limits.per_source),
-            ("per_destination", limits.per_destination),
-            ("total", limits.total),
-        ] {
-            if !(1..=MAX_CONCURRENCY).contains(&value) {
-                return invalid(format!("limits.{field}: give 1 to {MAX_CONCURRENCY}"));
-            }
-        }
-        for (field, value) in [
-            ("bandwidth_mib_s", limits.bandwidth_mib_s),
-            ("link_budget_mib_s", limits.link_budget_mib_s),
-        ] {
-            if value.is_some_and(|v| !(1..=MAX_BANDWIDTH_MIB_S).contains(&v)) {
-                return invalid(format!(
-                    "limits.{field}: give 1 to {MAX_BANDWIDTH_MIB_S} MiB/s, or leave it out"
-                ));
-            }
-        }
-        let policy = request.policy.unwrap_or_default();
-        if !(1..=MAX_TRIES).contains(&policy.max_tries) {
-            return invalid(format!("policy.max_tries: give 1 to {MAX_TRIES}"));
-        }
-        if policy
-            .attempt_max_s
-            .is_some_and(|s| !(30..=window_min * 60).contains(&s))
-        {
-            return invalid(format!(
-                "policy.attempt_max_s: give 30 s to the window ({} s), or leave it out",
-                window_min * 60
-            ));
-        }
-        let preset_name = request
-            .preset
-            .clone()
-            .unwrap_or_else(|| self.inner.default_preset.clone());
-        let Some(preset) = self.inner.presets.iter().find(|p| p.name == preset_name) else {
-            let names: Vec<&str> = self.inner.presets.iter().map(|p| p.name.as_str()).collect();
-            return invalid(format!(
-                "no preset called \"{preset_name}\"; presets are: {}",
-                names.join(", ")
-            ));
-        };
         let on_sources: HashSet<String> = fleet
             .vms()
             .into_iter()

@@ -10,6 +10,7 @@ mod auth_api;
 mod authz;
 mod binary;
 mod config_file;
+mod drains_api;
 mod events;
 mod fleet_api;
 mod fuzz;
