@@ -263,8 +263,40 @@ mod adaptive {
     }
 
     #[test]
+    fn a_guest_too_quiet_for_a_set_that_would_not_fit_gets_nothing() {
+        // 0 MiB/s (no sampled page changed), and 4 MiB/s: a hot set of twice that, 8 MiB,
+        // fits in 300 ms at 32 MiB/s (9.6 MiB).
+        for rate in [0, 4] {
+            let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(rate), &[]));
+            assert_eq!(
+                s.capabilities,
+                converge_api::Capabilities::default(),
+                "{rate}"
+            );
+            assert!(
+                why.ends_with("pre-copy alone converges, no capability needed"),
+                "{why}"
+            );
+        }
+        // Without a link only a reading of 0 says so.
+        let mut unlimited = adaptive(false, 32);
+        unlimited.bandwidth_mib_s = None;
+        let (s, _) = adapt_start(&unlimited, &facts(Some(0), &[]));
+        assert_eq!(s.capabilities.xbzrle_cache_bytes, None);
+        let (s, _) = adapt_start(&unlimited, &facts(Some(4), &[]));
+        assert_eq!(s.capabilities.xbzrle_cache_bytes, Some(64 * MIB));
+        // A lower downtime limit fits less: 4 MiB/s × 2 > 32 MiB/s × 100 ms.
+        let mut tight = adaptive(false, 32);
+        tight.downtime_limit_ms = Some(100);
+        let (s, _) = adapt_start(&tight, &facts(Some(4), &[]));
+        assert_eq!(s.capabilities.xbzrle_cache_bytes, Some(64 * MIB));
+    }
+
+    #[test]
     fn a_quiet_guest_gets_only_a_small_xbzrle_cache() {
-        let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(4), &[]));
+        // The lab's 16 MiB hot set rewritten at 200 MiB/s read 8 MiB/s: twice that does not
+        // fit in 300 ms at 32 MiB/s.
+        let (s, why) = adapt_start(&adaptive(false, 32), &facts(Some(8), &[]));
         assert_eq!(
             s.capabilities,
             converge_api::Capabilities {
@@ -274,7 +306,7 @@ mod adaptive {
         );
         assert_eq!(
             why,
-            "dirty rate measured 4 MiB/s against a 32 MiB/s link: pre-copy alone should converge; a 64 MiB xbzrle cache in case it keeps rewriting a small hot set"
+            "dirty rate measured 8 MiB/s against a 32 MiB/s link: pre-copy alone should converge; a 64 MiB xbzrle cache in case it keeps rewriting a small hot set"
         );
     }
 
